@@ -1,0 +1,3 @@
+from raftmem.cli import main
+
+main()

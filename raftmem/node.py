@@ -1,0 +1,454 @@
+"""Composition root of one raftmem process: raft host + router + the service the API calls.
+
+Write path: validate against the namespace (dimension), fix every
+non-deterministic value (id, timestamps, expiry, request id), encode the
+command, propose it to the owning group through the local replica, and retry
+until the deadline. Retrying is always safe: definite failures never reached a
+log, and indefinite ones are deduplicated by request id inside the state
+machine, so a write applies at most once however often it is proposed.
+
+Read path (linearizable): wait for a read barrier — a no-op entry through the
+group's log, shared by every read that arrived before it was proposed — then
+query the local replica, whose state now includes every write acknowledged
+before the read began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+import structlog
+
+from raftmem import commands
+from raftmem.config import ClusterSpec, NodeOptions, parse_addr
+from raftmem.errors import (
+    CommitTimeout,
+    NotFound,
+    RaftmemError,
+    Unavailable,
+    ValidationError,
+    from_result_error,
+)
+from raftmem.placement.routing import RoutingTable, initial_table
+from raftmem.shardgroups.host import GroupHost, HostConfig, ProposalFailed
+from raftmem.statemachine import Reader
+from raftmem.types import Memory, ReadOptions, SearchFilter
+
+log = structlog.get_logger("raftmem.node")
+
+T = TypeVar("T")
+
+CATALOG_GROUP = 0  # the group whose log decides namespace definitions
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_memory_id(ts: int) -> str:
+    """Time-ordered ids: listing by id is listing by creation time."""
+    return f"{ts:012x}{uuid.uuid4().hex[:12]}"
+
+
+class _Barrier:
+    """Coalesces read barriers of one group: one in flight, the next one gathering."""
+
+    __slots__ = ("current", "next")
+
+    def __init__(self) -> None:
+        self.current: asyncio.Future[None] | None = None
+        self.next: asyncio.Future[None] | None = None
+
+
+class Node:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        node_id: str,
+        data_dir: str,
+        secret: bytes,
+        options: NodeOptions | None = None,
+    ) -> None:
+        self.spec = spec
+        self.node_id = node_id
+        self.me = spec.node(node_id)
+        self.data_dir = data_dir
+        self.opts = options or NodeOptions()
+        self.table: RoutingTable = initial_table(
+            [n.id for n in spec.nodes], spec.groups, spec.replicas
+        )
+        self.host = GroupHost(
+            HostConfig(
+                node_id=node_id,
+                raft_bind=parse_addr(self.me.raft),
+                peers={n.id: parse_addr(n.raft) for n in spec.nodes},
+                groups={g: list(m) for g, m in self.table.replicas.items()},
+                data_dir=data_dir,
+                secret=secret,
+                durable=self.opts.durable,
+            )
+        )
+        missing = [g for g in self.table.groups if g not in self.host.replicas]
+        if missing:
+            # Every node hosts every group until the placement driver can route
+            # to remote replicas.
+            raise ValueError(f"node {node_id} hosts no replica of groups {missing}")
+        self._executor = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
+        self._local = threading.local()
+        self._barriers = {g: _Barrier() for g in self.table.groups}
+        self._namespaces: dict[str, dict[str, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        self.host.start()
+        self._tasks.append(asyncio.create_task(self._purge_loop()))
+        log.info("node_started", node=self.node_id, raft=self.me.raft, api=self.me.api,
+                 groups=sorted(self.host.replicas))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.host.stop)
+        log.info("node_stopped", node=self.node_id)
+
+    # -- proposals --------------------------------------------------------
+
+    async def _propose(self, group: int, cmd: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        payload = commands.encode(cmd)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.opts.write_timeout_s)
+        maybe_applied = False
+        last = "no attempt"
+        backoff = 0.005
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                # A lost callback must not eat the whole deadline: re-propose
+                # after a while (same payload, same request id: applied once).
+                return await asyncio.wait_for(self.host.propose(group, payload), min(remaining, 1.0))
+            except ProposalFailed as e:
+                last = e.reason
+                maybe_applied = maybe_applied or not e.definite
+            except TimeoutError:
+                last = "no outcome within attempt deadline"
+                maybe_applied = True
+            await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+            backoff = min(backoff * 2, 0.1)
+        if maybe_applied:
+            raise CommitTimeout(
+                f"group {group}: no commit within {timeout or self.opts.write_timeout_s}s ({last})",
+                group=group,
+            )
+        raise Unavailable(f"group {group}: {last}", code="no_leader" if "leader" in last else "unavailable",
+                          group=group)
+
+    async def _write(self, group: int, cmd: dict[str, Any]) -> dict[str, Any]:
+        res = await self._propose(group, cmd)
+        if not res.get("ok", False):
+            raise from_result_error(res.get("error", {}))
+        return res
+
+    # -- reads ------------------------------------------------------------
+
+    async def _read_barrier(self, group: int) -> None:
+        if self.opts.unsafe_local_reads:
+            return
+        b = self._barriers[group]
+        if b.next is None:
+            b.next = asyncio.get_running_loop().create_future()
+            if b.current is None:
+                self._launch_barrier(group)
+        fut = b.next if b.next is not None else b.current
+        assert fut is not None
+        await asyncio.shield(fut)
+
+    def _launch_barrier(self, group: int) -> None:
+        b = self._barriers[group]
+        b.current, b.next = b.next, None
+        assert b.current is not None
+        asyncio.get_running_loop().create_task(self._run_barrier(group, b.current))
+
+    async def _run_barrier(self, group: int, fut: asyncio.Future[None]) -> None:
+        try:
+            await self._propose(group, commands.barrier(), timeout=self.opts.read_timeout_s)
+            fut.set_result(None)
+        except RaftmemError as e:
+            if isinstance(e, CommitTimeout):
+                # A read that could not confirm leadership took no effect.
+                e = Unavailable(f"group {group}: read barrier timed out", code="read_timeout",
+                                group=group)
+            fut.set_exception(e)
+        finally:
+            b = self._barriers[group]
+            b.current = None
+            if b.next is not None:
+                self._launch_barrier(group)
+
+    def _reader(self, group: int) -> Reader:
+        readers: dict[int, Reader] | None = getattr(self._local, "readers", None)
+        if readers is None:
+            readers = self._local.readers = {}
+        r = readers.get(group)
+        if r is None:
+            path = os.path.join(self.data_dir, "groups", f"g{group}", "state.db")
+            r = readers[group] = Reader(path)
+        return r
+
+    async def _query(self, group: int, opts: ReadOptions, fn: Callable[[Reader], T]) -> T:
+        self._check_tier(opts)
+        await self._read_barrier(group)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self._reader(group)))
+
+    @staticmethod
+    def _check_tier(opts: ReadOptions) -> None:
+        # The core store serves every tier at least as strongly as requested:
+        # linearizable reads satisfy lease, session and eventual guarantees.
+        return None
+
+    async def _scatter(self, opts: ReadOptions, fn: Callable[[Reader], T]) -> list[T]:
+        return list(await asyncio.gather(*(self._query(g, opts, fn) for g in self.table.groups)))
+
+    # -- namespaces -------------------------------------------------------
+
+    async def create_namespace(self, ns: str, dim: int, metric: str) -> tuple[dict[str, Any], bool]:
+        ts = now_ms()
+        res = await self._write(CATALOG_GROUP, commands.create_namespace(ns, dim, metric, ts, None))
+        definition = res["namespace"]
+        created = bool(res.get("created", False))
+        # The catalog group decided the definition; install exactly it on every
+        # other group (idempotent, so a retried PUT finishes a partial one).
+        await asyncio.gather(*(
+            self._install_namespace(g, definition) for g in self.table.groups if g != CATALOG_GROUP
+        ))
+        self._namespaces[ns] = definition
+        return definition, created
+
+    async def _install_namespace(self, group: int, definition: dict[str, Any]) -> None:
+        await self._write(group, commands.create_namespace(
+            definition["name"], definition["dim"], definition["metric"], definition["created_at"], None
+        ))
+
+    async def _namespace(self, ns: str) -> dict[str, Any]:
+        """The namespace's definition; cached because a definition never changes."""
+        d = self._namespaces.get(ns)
+        if d is not None:
+            return d
+        d = await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.get_namespace(ns))
+        if d is None:
+            raise NotFound(f"namespace {ns!r} does not exist", code="namespace_not_found")
+        self._namespaces[ns] = d
+        return d
+
+    async def get_namespace(self, ns: str) -> dict[str, Any]:
+        return await self._namespace(ns)
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        return await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.list_namespaces())
+
+    @staticmethod
+    def _check_dim(d: dict[str, Any], embedding: Any, where: str = "embedding") -> None:
+        n = len(embedding)
+        if n != d["dim"]:
+            raise ValidationError(
+                f"{where} has {n} dimensions; namespace {d['name']!r} has {d['dim']}",
+                code="dimension_mismatch", field=where,
+            )
+
+    async def _write_ns(self, ns: str, group: int, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Write to ``group``; if the group lacks a namespace the catalog has, install it and retry."""
+        try:
+            return await self._write(group, build())
+        except NotFound as e:
+            if e.code != "namespace_not_found":
+                raise
+            d = await self._namespace(ns)
+            await self._install_namespace(group, d)
+            return await self._write(group, build())
+
+    # -- memories ---------------------------------------------------------
+
+    def _memory_for_put(self, m: dict[str, Any], ts: int) -> dict[str, Any]:
+        ttl = m.get("ttl_s")
+        return {
+            "id": m.get("id") or new_memory_id(ts),
+            "agent_id": m["agent_id"],
+            "text": m["text"],
+            "embedding": m["embedding"],
+            "metadata": m.get("metadata") or {},
+            "tags": list(m.get("tags") or []),
+            "expires_at": None if ttl is None else ts + int(float(ttl) * 1000),
+        }
+
+    async def put_memory(self, ns: str, memory: dict[str, Any], request_id: str | None) -> Memory:
+        d = await self._namespace(ns)
+        self._check_dim(d, memory["embedding"])
+        ts = now_ms()
+        m = self._memory_for_put(memory, ts)
+        rid = request_id or uuid.uuid4().hex
+        group = self.table.group_for(ns, m["id"])
+        res = await self._write_ns(
+            ns, group, lambda: commands.put(ns, m, ts, rid, list(self.table.epoch))
+        )
+        return res["memory"]
+
+    async def put_batch(
+        self, ns: str, memories: list[dict[str, Any]], request_id: str | None
+    ) -> list[dict[str, Any]]:
+        d = await self._namespace(ns)
+        for i, m in enumerate(memories):
+            self._check_dim(d, m["embedding"], where=f"memories[{i}].embedding")
+        ts = now_ms()
+        rid = request_id or uuid.uuid4().hex
+        by_group: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        for i, m in enumerate(memories):
+            pm = self._memory_for_put(m, ts)
+            by_group.setdefault(self.table.group_for(ns, pm["id"]), []).append((i, pm))
+
+        async def one(group: int, items: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, Any]]:
+            ms = [m for _, m in items]
+            res = await self._write_ns(
+                ns, group,
+                lambda: commands.put_batch(ns, ms, ts, f"{rid}/g{group}", list(self.table.epoch)),
+            )
+            return [(i, r) for (i, _), r in zip(items, res["results"], strict=True)]
+
+        out: list[Any] = [None] * len(memories)
+        for part in await asyncio.gather(*(one(g, items) for g, items in by_group.items())):
+            for i, r in part:
+                out[i] = r
+        return out
+
+    async def get_memory(
+        self, ns: str, memory_id: str, opts: ReadOptions, include_embedding: bool = False
+    ) -> Memory:
+        group = self.table.group_for(ns, memory_id)
+        m = await self._query(group, opts, lambda r: r.get(ns, memory_id, now_ms(), include_embedding))
+        if m is None:
+            await self._namespace(ns)
+            raise NotFound(f"memory {memory_id!r} not found in namespace {ns!r}")
+        return m
+
+    async def patch_memory(
+        self, ns: str, memory_id: str, fields: dict[str, Any], if_version: int | None,
+        request_id: str | None,
+    ) -> Memory:
+        d = await self._namespace(ns)
+        if "embedding" in fields:
+            self._check_dim(d, fields["embedding"])
+        ts = now_ms()
+        f = {k: v for k, v in fields.items() if k != "ttl_s"}
+        if "ttl_s" in fields:
+            ttl = fields["ttl_s"]
+            f["expires_at"] = None if ttl is None else ts + int(float(ttl) * 1000)
+        rid = request_id or uuid.uuid4().hex
+        group = self.table.group_for(ns, memory_id)
+        res = await self._write_ns(
+            ns, group,
+            lambda: commands.patch(ns, memory_id, f, if_version, ts, rid, list(self.table.epoch)),
+        )
+        return res["memory"]
+
+    async def delete_memory(
+        self, ns: str, memory_id: str, if_version: int | None, request_id: str | None
+    ) -> None:
+        await self._namespace(ns)
+        ts = now_ms()
+        rid = request_id or uuid.uuid4().hex
+        group = self.table.group_for(ns, memory_id)
+        await self._write_ns(
+            ns, group,
+            lambda: commands.delete(ns, memory_id, if_version, ts, rid, list(self.table.epoch)),
+        )
+
+    async def list_memories(
+        self, ns: str, agent_id: str | None, tag: str | None, limit: int, cursor: str | None,
+        opts: ReadOptions,
+    ) -> tuple[list[Memory], str | None]:
+        await self._namespace(ns)
+        t = now_ms()
+        # One more than asked from each group tells whether a next page exists.
+        parts = await self._scatter(opts, lambda r: r.list(ns, agent_id, tag, limit + 1, cursor, t))
+        merged = sorted((m for p in parts for m in p), key=lambda m: m["id"])
+        page = merged[:limit]
+        next_cursor = page[-1]["id"] if len(merged) > limit else None
+        return page, next_cursor
+
+    async def search(
+        self, ns: str, embedding: list[float], k: int, flt: SearchFilter, opts: ReadOptions
+    ) -> list[dict[str, Any]]:
+        d = await self._namespace(ns)
+        self._check_dim(d, embedding)
+        vec = np.asarray(embedding, dtype=np.float32)
+        fd = flt.to_dict()
+        t = now_ms()
+        parts = await self._scatter(opts, lambda r: r.search(ns, vec, k, fd, t))
+        merged = sorted(
+            (hit for p in parts for hit in p), key=lambda h: (h["distance"], h["memory"]["id"])
+        )
+        return merged[:k]
+
+    # -- maintenance ------------------------------------------------------
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.purge_interval_s)
+            t = now_ms()
+            for gid, st in self.host.status().items():
+                if st["role"] != "leader":
+                    continue
+                try:
+                    await self._propose(gid, commands.purge(t, t - int(self.opts.dedup_window_s * 1000)))
+                except RaftmemError as e:
+                    log.info("purge_skipped", group=gid, reason=e.message)
+
+    # -- health and state -------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "node": self.node_id, "uptime_s": round(time.monotonic() - self._started, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        groups = self.host.status()
+        problems = {}
+        for gid, st in groups.items():
+            if st["failed"]:
+                problems[gid] = st["failed"]
+            elif st["leader"] is None:
+                problems[gid] = "no leader"
+            elif st["raft_applied_index"] < st["commit_index"]:
+                problems[gid] = f"applying backlog ({st['raft_applied_index']}/{st['commit_index']})"
+        ready = not problems and len(groups) == len(self.table.groups)
+        return ready, {"ready": ready, "node": self.node_id,
+                       "problems": {str(k): v for k, v in problems.items()}}
+
+    async def cluster_state(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "cluster_id": self.spec.cluster_id,
+            "nodes": [n.to_dict() for n in self.spec.nodes],
+            "routing": self.table.to_dict(),
+            "groups": {str(g): st for g, st in sorted(self.host.status().items())},
+            "transport": {
+                "frames_in": self.host.mux.frames_in,
+                "frames_out": self.host.mux.frames_out,
+                "auth_failures": self.host.mux.auth_failures,
+                "isolated": sorted(self.host.mux.isolated),
+            },
+            "durable": self.opts.durable,
+        }
+

@@ -1,0 +1,339 @@
+"""Group host: the raft thread of a node and the replicas it drives.
+
+This package is the only importer of pysyncobj. A node process has one
+``GroupHost``: one thread that polls the multiplexed transport, ticks every
+local group replica (pysyncobj with ``autoTick=False``), makes journals
+durable, and only then flushes outgoing messages. Apply runs on this thread,
+so each group's SQLite writer connection is used by exactly one thread.
+
+Proposals come from the asyncio side through :meth:`GroupHost.propose`, which
+returns an ``asyncio.Future`` settled from this thread; the caller owns the
+deadline (pysyncobj can lose callbacks — see docs/consensus.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import FileJournal
+
+from raftmem.errors import CorruptionError
+from raftmem.shardgroups import wire
+from raftmem.shardgroups.transport import GroupTransport, Mux, PeerNode
+from raftmem.statemachine import StateMachine
+
+log = structlog.get_logger("raftmem.host")
+
+
+@dataclass(frozen=True)
+class RaftTiming:
+    """Raft timing for a LAN. Failover after ``kill -9`` of a leader is about
+    ``election_min``..``election_max`` plus one round trip."""
+
+    election_min: float = 0.25
+    election_max: float = 0.5
+    heartbeat: float = 0.05
+    # How long a leader keeps leading without hearing from a majority. pysyncobj's
+    # default (30 s) lets a partitioned leader believe it leads for 30 s.
+    leader_fallback: float = 0.5
+    compaction_entries: int = 20_000
+    compaction_seconds: int = 600
+
+
+class Outcome:
+    """How a proposal ended, as pysyncobj reports it, sorted into definite or not."""
+
+    # Never appended to any log: safe to retry with anything.
+    DEFINITE = {
+        FAIL_REASON.QUEUE_FULL: "overloaded",
+        FAIL_REASON.MISSING_LEADER: "no_leader",
+        FAIL_REASON.NOT_LEADER: "not_leader",
+        FAIL_REASON.REQUEST_DENIED: "denied",
+        # The entry at our index was replaced by another term's entry: ours
+        # is gone and pysyncobj never re-proposes it.
+        FAIL_REASON.DISCARDED: "discarded",
+    }
+    # May have been appended and may still commit.
+    INDEFINITE = {
+        FAIL_REASON.LEADER_CHANGED: "leader_changed",
+        FAIL_REASON.UNKNOWN_OUTCOME: "unknown_outcome",
+    }
+
+
+class ProposalFailed(Exception):
+    def __init__(self, reason: str, definite: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.definite = definite
+
+
+class GroupReplica(SyncObj):  # type: ignore[misc]
+    """One replica of one shard group: pysyncobj below, our state machine above."""
+
+    def __init__(
+        self,
+        group_id: int,
+        node_id: str,
+        peers: list[str],
+        data_dir: str,
+        transport: GroupTransport,
+        timing: RaftTiming,
+        sm_factory: Callable[[str], Any] = StateMachine,
+    ) -> None:
+        os.makedirs(data_dir, exist_ok=True)
+        self.group_id = group_id
+        self.sm = sm_factory(os.path.join(data_dir, "state.db"))
+        self.failed: str | None = None
+        self.journal_path = os.path.join(data_dir, "raft.journal")
+        conf = SyncObjConf(
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            raftMinTimeout=timing.election_min,
+            raftMaxTimeout=timing.election_max,
+            appendEntriesPeriod=timing.heartbeat,
+            leaderFallbackTimeout=timing.leader_fallback,
+            connectionTimeout=max(timing.election_max, 1.0),
+            commandsWaitLeader=False,
+            journalFile=self.journal_path,
+            fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
+            serializer=self._write_snapshot,
+            deserializer=self._read_snapshot,
+            useFork=False,
+            logCompactionMinEntries=timing.compaction_entries,
+            logCompactionMinTime=timing.compaction_seconds,
+            dynamicMembershipChange=False,
+        )
+        others = [PeerNode(p) for p in peers if p != node_id]
+        super().__init__(PeerNode(node_id), others, conf, transport=transport)
+        self._deliver_to_raft = transport._onMessageReceivedCallback
+        transport.setOnMessageReceivedCallback(self._on_message)
+        self.stale_acks_ignored = 0
+        self._synced_len = -1
+        self._synced_last: Any = None
+        self._synced_term: tuple[int, Any] = (-1, None)
+
+    @replicated  # type: ignore[misc]
+    def _apply(self, payload: bytes) -> dict[str, Any]:
+        # pysyncobj increments raftLastApplied after this returns, so the
+        # entry being applied is the next one.
+        index = self.raftLastApplied + 1
+        return self.sm.apply(index, payload)
+
+    def _on_message(self, node: Any, message: dict[str, Any]) -> None:
+        """Every Raft message for this replica passes here first.
+
+        Defect 1 of docs/consensus.md: a success ack carries no sequence number,
+        and pysyncobj sets ``nextIndex`` from any ack that raises ``matchIndex``,
+        so an older ack arriving after newer entries were sent rewinds
+        ``nextIndex``; the leader then re-sends entries and followers truncate
+        and re-append entries they had already applied. A success ack can only
+        ever move ``nextIndex`` forward; a real gap is reported with
+        ``reset=True``, which still goes through unchanged.
+        """
+        if message.get("type") == "next_node_idx" and message.get("success") \
+                and not message.get("reset") and self._isLeader():
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            self._deliver_to_raft(node, message)
+            if before is not None and next_index.get(node, before) < before:
+                next_index[node] = before
+                self.stale_acks_ignored += 1
+            return
+        self._deliver_to_raft(node, message)
+
+    # -- snapshots (log compaction) ---------------------------------------
+
+    def _write_snapshot(self, path: str, data: Any) -> None:
+        last_entry, prev_entry, cluster = data
+        meta = wire.encode([last_entry, prev_entry, sorted(str(n.id) for n in cluster)])
+        self.sm.snapshot_to(path, meta)
+
+    def _read_snapshot(self, path: str) -> tuple[Any, Any, list[str]]:
+        installed = self.sm.install_snapshot(path)
+        _, meta = self.sm.read_snapshot_meta(path)
+        last_entry, prev_entry, cluster = wire.decode(meta)
+        log.info("snapshot_loaded", group=self.group_id, installed=installed,
+                 snapshot_index=last_entry[1], applied_index=self.sm.applied_index)
+        return last_entry, prev_entry, cluster
+
+    # -- durability -------------------------------------------------------
+
+    def make_durable(self) -> None:
+        """fsync what this replica wrote since the last call (entries, term, vote)."""
+        journal = self._SyncObj__raftLog
+        if not isinstance(journal, FileJournal):
+            return
+        n = len(journal)
+        last = journal[-1][1:] if n else None
+        if n != self._synced_len or last != self._synced_last:
+            journal.flush()  # msync(MS_SYNC) of the mapped journal
+            self._synced_len, self._synced_last = n, last
+        term_vote = (self.raftCurrentTerm, self._SyncObj__votedForNodeId)
+        if term_vote != self._synced_term:
+            meta = self.journal_path + ".meta"
+            if os.path.exists(meta):
+                fd = os.open(meta, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                dfd = os.open(os.path.dirname(meta), os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            self._synced_term = term_vote
+
+    def status(self) -> dict[str, Any]:
+        leader = self._getLeader()
+        return {
+            "group": self.group_id,
+            "role": "leader" if self._isLeader() else "follower",
+            "leader": None if leader is None else str(leader.id),
+            "term": self.raftCurrentTerm,
+            "commit_index": self.raftCommitIndex,
+            "raft_applied_index": self.raftLastApplied,
+            "applied_index": self.sm.applied_index,
+            "ready": self.isReady(),
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class HostConfig:
+    node_id: str
+    raft_bind: tuple[str, int]
+    peers: dict[str, tuple[str, int]]  # node id -> raft address, self included
+    groups: dict[int, list[str]]  # group id -> replica node ids
+    data_dir: str
+    secret: bytes
+    durable: bool = True
+    timing: RaftTiming = field(default_factory=RaftTiming)
+    # What each replica applies to; tests of the consensus layer pass a tiny one.
+    sm_factory: Callable[[str], Any] = StateMachine
+
+
+class GroupHost:
+    def __init__(self, cfg: HostConfig) -> None:
+        self.cfg = cfg
+        self.mux = Mux(cfg.node_id, cfg.raft_bind, cfg.peers, cfg.secret)
+        self.replicas: dict[int, GroupReplica] = {}
+        for gid, members in sorted(cfg.groups.items()):
+            if cfg.node_id not in members:
+                continue
+            t = self.mux.register(gid, members)
+            self.replicas[gid] = GroupReplica(
+                gid, cfg.node_id, members,
+                os.path.join(cfg.data_dir, "groups", f"g{gid}"), t, cfg.timing, cfg.sm_factory,
+            )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status: dict[int, dict[str, Any]] = {}
+        self._status_at = 0.0
+        self.loop_iterations = 0
+        self.fsyncs = 0
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> None:
+        self._publish_status()
+        self._thread = threading.Thread(target=self._run, name="raft", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.mux.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for r in self.replicas.values():
+            try:
+                r._doDestroy()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                log.exception("replica_destroy_failed", group=r.group_id)
+            r.sm.close()
+        self.mux.close()
+
+    def _run(self) -> None:
+        hb = self.cfg.timing.heartbeat
+        while not self._stop.is_set():
+            self.mux.poll(min(0.01, hb / 2))
+            for r in self.replicas.values():
+                if r.failed is None:
+                    self._tick(r)
+            self.mux.flush(self._make_durable if self.cfg.durable else None)
+            self.loop_iterations += 1
+            now = time.monotonic()
+            if now - self._status_at > 0.02:
+                self._publish_status()
+                self._status_at = now
+
+    def _tick(self, r: GroupReplica) -> None:
+        try:
+            r.doTick(0.0)
+        except CorruptionError as e:
+            # Fail-stop: a replica that cannot apply an entry deterministically
+            # must not apply anything after it.
+            r.failed = f"corruption: {e}"
+            log.critical("replica_fail_stop", group=r.group_id, error=str(e))
+        except Exception as e:  # noqa: BLE001
+            r.failed = f"tick failed: {e!r}"
+            log.critical("replica_fail_stop", group=r.group_id, error=repr(e), exc_info=True)
+
+    def _make_durable(self) -> None:
+        for r in self.replicas.values():
+            r.make_durable()
+        self.fsyncs += 1
+
+    def _publish_status(self) -> None:
+        self._status = {gid: r.status() for gid, r in self.replicas.items()}
+
+    # -- asyncio side -----------------------------------------------------
+
+    def status(self) -> dict[int, dict[str, Any]]:
+        return self._status
+
+    def propose(self, group_id: int, payload: bytes) -> asyncio.Future[dict[str, Any]]:
+        """Submit ``payload`` to the group's log via the local replica.
+
+        pysyncobj forwards it to the leader when this replica follows. The
+        future resolves with the state machine's result on this replica, or
+        fails with :class:`ProposalFailed`. It may also never resolve: callers
+        must wait with a deadline.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        r = self.replicas[group_id]
+        if r.failed is not None:
+            fut.set_exception(ProposalFailed("replica_failed", definite=True))
+            return fut
+
+        def settle(res: Any, err: int) -> None:
+            if fut.done():
+                return
+            if err == FAIL_REASON.SUCCESS:
+                fut.set_result(res)
+            elif err in Outcome.DEFINITE:
+                fut.set_exception(ProposalFailed(Outcome.DEFINITE[err], definite=True))
+            else:
+                fut.set_exception(
+                    ProposalFailed(Outcome.INDEFINITE.get(err, f"fail_{err}"), definite=False)
+                )
+
+        def callback(res: Any, err: int) -> None:  # raft thread
+            loop.call_soon_threadsafe(settle, res, err)
+
+        r._apply(payload, callback=callback)
+        self.mux.wake()
+        return fut
+
+    def add_tick_hook(self, fn: Callable[[], None]) -> None:
+        for r in self.replicas.values():
+            r.addOnTickCallback(fn)
