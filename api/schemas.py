@@ -1,0 +1,337 @@
+"""JSON Schemas of the REST API: the one source of request validation *and* ``/openapi.json``.
+
+Request bodies, query parameters, headers and path parameters are checked by
+:mod:`api.validation` against exactly these dicts, and :mod:`api.openapi`
+publishes exactly these dicts, so the document cannot drift from the checks.
+
+Only the subset of JSON Schema that :class:`api.validation.Validator`
+implements may appear here (``Validator.check_schema`` rejects anything else at
+start-up), plus three ``x-`` keywords for limits JSON Schema cannot state:
+
+* ``x-maxUtf8Bytes``  a string's length in UTF-8 bytes (``maxLength`` counts code points);
+* ``x-maxJsonBytes``  a value's size serialised as compact JSON;
+* ``x-maxDepth``      a value's nesting depth (a scalar is depth 0).
+
+Response schemas (``Memory``, ``Namespace``, ...) document what the service
+returns; they are not enforced on responses, but ``tests/api`` checks the fake
+service's answers against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raftmem.types import CONSISTENCY_TIERS, METRICS
+
+Schema = dict[str, Any]
+
+# Embeddings are stored as float32 (sqlite-vec): anything larger overflows to inf.
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_DIM = 4096
+MAX_TEXT_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32
+MAX_TAGS = 64
+MAX_BATCH = 1000
+MAX_K = 1000
+MAX_LIMIT = 1000
+# 100 years: keeps ``now + ttl`` far inside a 64-bit millisecond timestamp.
+MAX_TTL_S = 100 * 365 * 24 * 3600
+# The largest integer a JSON client in JavaScript can hold exactly.
+MAX_SAFE_INT = 2**53 - 1
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# --------------------------------------------------------------------------- scalars
+
+NAMESPACE_NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "pattern": "^[A-Za-z0-9_-]+$",
+    "description": "Namespace name: 1..64 characters of [A-Za-z0-9_-].",
+}
+MEMORY_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "pattern": "^[A-Za-z0-9._:-]+$",
+    "description": "Memory id: 1..128 characters of [A-Za-z0-9._:-].",
+}
+AGENT_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    "description": "The agent that owns the memory.",
+}
+TEXT: Schema = {
+    "type": "string",
+    "maxLength": MAX_TEXT_BYTES,
+    "x-maxUtf8Bytes": MAX_TEXT_BYTES,
+    "description": "The memory's text, at most 64 KiB of UTF-8.",
+}
+EMBEDDING: Schema = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_DIM,
+    "items": {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
+    "description": "Finite numbers (float32 range); length must equal the namespace's dim.",
+}
+METADATA: Schema = {
+    "type": "object",
+    "x-maxJsonBytes": MAX_METADATA_BYTES,
+    "x-maxDepth": MAX_METADATA_DEPTH,
+    "description": "Any JSON object, at most 16 KiB as compact JSON and 32 levels deep.",
+}
+TAG: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
+TAGS: Schema = {
+    "type": "array",
+    "maxItems": MAX_TAGS,
+    "items": ref("Tag"),
+    "description": "At most 64 tags.",
+}
+TTL_S: Schema = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": MAX_TTL_S,
+    "description": "Time to live in seconds (positive, at most 100 years).",
+}
+REQUEST_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "description": "Idempotency key: a retried write with the same request_id applies once.",
+}
+VERSION: Schema = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+TIMESTAMP_MS: Schema = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": MAX_SAFE_INT,
+    "description": "Epoch milliseconds.",
+}
+
+# --------------------------------------------------------------------------- request bodies
+
+NAMESPACE_DEFINITION: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["dim", "metric"],
+    "properties": {
+        "dim": {"type": "integer", "minimum": 1, "maximum": MAX_DIM},
+        "metric": {"type": "string", "enum": list(METRICS)},
+    },
+}
+
+_NEW_MEMORY_PROPERTIES: dict[str, Schema] = {
+    "agent_id": ref("AgentId"),
+    "text": ref("Text"),
+    "embedding": ref("Embedding"),
+    "id": ref("MemoryId"),
+    "metadata": ref("Metadata"),
+    "tags": ref("Tags"),
+    "ttl_s": ref("TtlSeconds"),
+}
+
+NEW_MEMORY: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["agent_id", "text", "embedding"],
+    "properties": _NEW_MEMORY_PROPERTIES,
+    "description": "A memory to store. Without an id, the node assigns one.",
+}
+
+PUT_MEMORY_REQUEST: Schema = {
+    **NEW_MEMORY,
+    "properties": {**_NEW_MEMORY_PROPERTIES, "request_id": ref("RequestId")},
+}
+
+BATCH_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["memories"],
+    "properties": {
+        "memories": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_BATCH,
+            "items": ref("NewMemory"),
+        },
+        "request_id": ref("RequestId"),
+    },
+    "description": "1..1000 memories; the request_id covers the whole batch.",
+}
+
+PATCHABLE_FIELDS = ("text", "embedding", "metadata", "tags", "agent_id", "ttl_s")
+
+PATCH_MEMORY_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "text": ref("Text"),
+        "embedding": ref("Embedding"),
+        "metadata": ref("Metadata"),
+        "tags": ref("Tags"),
+        "agent_id": ref("AgentId"),
+        "ttl_s": ref("TtlSeconds"),
+        "if_version": ref("Version"),
+        "request_id": ref("RequestId"),
+    },
+    "anyOf": [{"required": [name]} for name in PATCHABLE_FIELDS],
+    "description": "Fields to replace (metadata and tags are replaced whole, not merged).",
+}
+
+DELETE_MEMORY_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"if_version": ref("Version"), "request_id": ref("RequestId")},
+}
+
+SEARCH_FILTER: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "agent_id": ref("AgentId"),
+        "tags_any": ref("Tags"),
+        "tags_all": ref("Tags"),
+        "metadata": {
+            **ref("Metadata"),
+            "description": "Equality on top-level metadata keys.",
+        },
+        "created_after": ref("TimestampMs"),
+        "created_before": ref("TimestampMs"),
+    },
+}
+
+SEARCH_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["embedding"],
+    "properties": {
+        "embedding": ref("Embedding"),
+        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+        "filter": {**ref("SearchFilter"), "default": {}},
+        "include_embedding": {"type": "boolean", "default": False},
+    },
+}
+
+# --------------------------------------------------------------------------- responses
+
+MEMORY: Schema = {
+    "type": "object",
+    "required": [
+        "id", "namespace", "agent_id", "text", "metadata", "tags",
+        "version", "created_at", "updated_at", "expires_at",
+    ],
+    "properties": {
+        "id": ref("MemoryId"),
+        "namespace": ref("NamespaceName"),
+        "agent_id": {"type": "string"},
+        "text": {"type": "string"},
+        "metadata": {"type": "object"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "version": {"type": "integer"},
+        "created_at": {"type": "integer"},
+        "updated_at": {"type": "integer"},
+        "expires_at": {"type": ["integer", "null"]},
+        "embedding": {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "Only when include_embedding=true was asked for.",
+        },
+    },
+}
+
+NAMESPACE: Schema = {
+    "type": "object",
+    "required": ["dim", "metric"],
+    "properties": {
+        "dim": {"type": "integer"},
+        "metric": {"type": "string", "enum": list(METRICS)},
+    },
+    "description": "A namespace's definition (the node may add fields).",
+}
+
+SEARCH_RESULT: Schema = {
+    "type": "object",
+    "required": ["memory", "score", "distance"],
+    "properties": {
+        "memory": ref("Memory"),
+        "score": {"type": ["number", "null"]},
+        "distance": {"type": ["number", "null"]},
+    },
+}
+
+ERROR_DETAIL: Schema = {
+    "type": "object",
+    "required": ["code", "message", "definite"],
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "definite": {
+            "type": "boolean",
+            "description": "true: did not and will not take effect; retry freely. "
+            "false: may have taken effect; retry a write only with the same request_id.",
+        },
+        "field": {
+            "type": ["string", "null"],
+            "description": "For invalid_request: the offending field, e.g. memories[3].embedding.",
+        },
+    },
+}
+
+BATCH_RESULT: Schema = {
+    "type": "object",
+    "required": ["ok"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "memory": ref("Memory"),
+        "error": ref("ErrorDetail"),
+    },
+}
+
+ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": ref("ErrorDetail")},
+}
+
+COMPONENTS: dict[str, Schema] = {
+    "NamespaceName": NAMESPACE_NAME,
+    "MemoryId": MEMORY_ID,
+    "AgentId": AGENT_ID,
+    "Text": TEXT,
+    "Embedding": EMBEDDING,
+    "Metadata": METADATA,
+    "Tag": TAG,
+    "Tags": TAGS,
+    "TtlSeconds": TTL_S,
+    "RequestId": REQUEST_ID,
+    "Version": VERSION,
+    "TimestampMs": TIMESTAMP_MS,
+    "NamespaceDefinition": NAMESPACE_DEFINITION,
+    "NewMemory": NEW_MEMORY,
+    "PutMemoryRequest": PUT_MEMORY_REQUEST,
+    "BatchRequest": BATCH_REQUEST,
+    "PatchMemoryRequest": PATCH_MEMORY_REQUEST,
+    "DeleteMemoryRequest": DELETE_MEMORY_REQUEST,
+    "SearchFilter": SEARCH_FILTER,
+    "SearchRequest": SEARCH_REQUEST,
+    "Memory": MEMORY,
+    "Namespace": NAMESPACE,
+    "SearchResult": SEARCH_RESULT,
+    "BatchResult": BATCH_RESULT,
+    "ErrorDetail": ERROR_DETAIL,
+    "Error": ERROR,
+}
+
+# --------------------------------------------------------------------------- parameters
+
+CONSISTENCY: Schema = {"type": "string", "enum": list(CONSISTENCY_TIERS)}
+SESSION_TOKEN: Schema = {"type": "string", "minLength": 1, "maxLength": 4096}
+MAX_STALENESS_MS: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT}
+LIMIT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}
+CURSOR: Schema = {"type": "string", "minLength": 1, "maxLength": 1024}
+BOOLEAN_FALSE: Schema = {"type": "boolean", "default": False}
