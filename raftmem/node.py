@@ -417,6 +417,17 @@ class Node:
                 except RaftmemError as e:
                     log.info("purge_skipped", group=gid, reason=e.message)
 
+    # -- fault injection (the transport seam) ------------------------------
+
+    def isolate(self, peers: list[str]) -> None:
+        unknown = [p for p in peers if p not in {n.id for n in self.spec.nodes}]
+        if unknown:
+            raise ValidationError(f"unknown node ids {unknown}", field="peers")
+        self.host.isolate([p for p in peers if p != self.node_id])
+
+    def heal(self) -> None:
+        self.host.heal()
+
     # -- health and state -------------------------------------------------
 
     def health(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ deadline (pysyncobj can lose callbacks — see docs/consensus.md).
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import threading
 import time
@@ -240,6 +241,7 @@ class GroupHost:
         self._status_at = 0.0
         self.loop_iterations = 0
         self.fsyncs = 0
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
 
     # -- lifecycle --------------------------------------------------------
 
@@ -265,6 +267,8 @@ class GroupHost:
         hb = self.cfg.timing.heartbeat
         while not self._stop.is_set():
             self.mux.poll(min(0.01, hb / 2))
+            while self._calls:
+                self._calls.popleft()()
             for r in self.replicas.values():
                 if r.failed is None:
                     self._tick(r)
@@ -334,6 +338,17 @@ class GroupHost:
         self.mux.wake()
         return fut
 
-    def add_tick_hook(self, fn: Callable[[], None]) -> None:
-        for r in self.replicas.values():
-            r.addOnTickCallback(fn)
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the raft thread (everything pysyncobj touches lives there)."""
+        self._calls.append(fn)
+        self.mux.wake()
+
+    def isolate(self, peers: list[str]) -> None:
+        """Fault injection: behave as if the links to ``peers`` were cut, until :meth:`heal`."""
+        def cut() -> None:
+            for p in peers:
+                self.mux.isolate(p)
+        self.call_soon(cut)
+
+    def heal(self) -> None:
+        self.call_soon(self.mux.heal)

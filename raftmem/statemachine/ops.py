@@ -67,9 +67,9 @@ def _is_int(v: Any) -> bool:
 
 
 def load_namespace(conn: apsw.Connection, name: str) -> Namespace | None:
-    rows = conn.execute(
+    rows = fetch(conn, 
         "SELECT nid, name, dim, metric, created_at FROM namespaces WHERE name = ?", (name,)
-    ).fetchall()
+    )
     return Namespace(*rows[0]) if rows else None
 
 
@@ -93,10 +93,10 @@ def _live_row(conn: apsw.Connection, ns: str, mid: str, ts: int) -> tuple[Any, .
     before a purge removes it; ``ts`` (the proposer's clock) decides, so every
     replica decides alike.
     """
-    rows = conn.execute(
+    rows = fetch(conn, 
         f"SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m WHERE m.ns = ? AND m.id = ?",
         (ns, mid),
-    ).fetchall()
+    )
     if not rows:
         return None
     row = rows[0]
@@ -174,9 +174,9 @@ def _put_one(conn: apsw.Connection, ns: Namespace, mem: Any, ts: int) -> Result:
     bad = _check_embedding(ns, mem["embedding"])
     if bad:
         return bad
-    old = conn.execute(
+    old = fetch(conn, 
         "SELECT rowid, expires_at FROM memories WHERE ns = ? AND id = ?", (ns.name, mem["id"])
-    ).fetchall()
+    )
     if old:
         mrow, expires_at = old[0]
         if expires_at is None or expires_at > ts:
@@ -189,8 +189,17 @@ def _put_one(conn: apsw.Connection, ns: Namespace, mem: Any, ts: int) -> Result:
     conn.execute(
         "INSERT INTO memories(ns, id, agent_id, text, metadata, tags, version,"
         " created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-        (ns.name, mem["id"], mem["agent_id"], mem["text"], metadata, tags_json, ts, ts,
-         mem["expires_at"]),
+        (
+            ns.name,
+            mem["id"],
+            mem["agent_id"],
+            mem["text"],
+            metadata,
+            tags_json,
+            ts,
+            ts,
+            mem["expires_at"],
+        ),
     )
     mrow = conn.last_insert_rowid()
     conn.execute(
@@ -198,8 +207,18 @@ def _put_one(conn: apsw.Connection, ns: Namespace, mem: Any, ts: int) -> Result:
         (mrow, _vec_bytes(mem["embedding"])),
     )
     _insert_tags(conn, ns.name, mrow, tags)
-    row = (mem["id"], ns.name, mem["agent_id"], mem["text"], metadata, tags_json, 1, ts, ts,
-           mem["expires_at"])
+    row = (
+        mem["id"],
+        ns.name,
+        mem["agent_id"],
+        mem["text"],
+        metadata,
+        tags_json,
+        1,
+        ts,
+        ts,
+        mem["expires_at"],
+    )
     return {"ok": True, "memory": memory_from_row(row)}
 
 
@@ -316,11 +335,11 @@ def purge(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
         return invalid("now and dedup_before must be integers")
     # ORDER BY: the same deletes in the same order on every replica, so even
     # sqlite-vec's internal chunk bookkeeping stays identical.
-    expired = conn.execute(
+    expired = fetch(conn, 
         "SELECT m.rowid, n.nid FROM memories m JOIN namespaces n ON n.name = m.ns"
         " WHERE m.expires_at <= ? ORDER BY m.rowid",
         (now,),
-    ).fetchall()
+    )
     for mrow, nid in expired:
         _remove(conn, nid, mrow)
     conn.execute("DELETE FROM requests WHERE ts < ?", (dedup_before,))
@@ -351,9 +370,9 @@ def record_result(conn: apsw.Connection, request_id: str, result: Result, ts: in
 
 
 def recorded_result(conn: apsw.Connection, request_id: str) -> Result | None:
-    rows = conn.execute(
+    rows = fetch(conn, 
         "SELECT result FROM requests WHERE request_id = ?", (request_id,)
-    ).fetchall()
+    )
     if not rows:
         return None
     result: Result = orjson.loads(rows[0][0])

@@ -22,6 +22,8 @@ import apsw
 import orjson
 import sqlite_vec
 
+from raftmem.errors import CorruptionError
+
 SCHEMA_VERSION = 1
 
 # A snapshot copy carries its opaque meta blob in this table; it never lives
@@ -141,14 +143,14 @@ def open_writer(path: str) -> apsw.Connection:
 
 
 def schema_version(conn: apsw.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+    return int(fetch(conn, "PRAGMA user_version")[0][0])
 
 
 def migrate(conn: apsw.Connection) -> None:
     """Bring the schema to ``SCHEMA_VERSION``; idempotent."""
     version = schema_version(conn)
     if version > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise CorruptionError(
             f"database schema {version} is newer than this code's {SCHEMA_VERSION}"
         )
     with conn:
@@ -158,5 +160,5 @@ def migrate(conn: apsw.Connection) -> None:
 
 
 def read_applied_index(conn: apsw.Connection) -> int:
-    rows = conn.execute("SELECT value FROM meta WHERE key = 'applied_index'").fetchall()
+    rows = fetch(conn, "SELECT value FROM meta WHERE key = 'applied_index'")
     return int(rows[0][0]) if rows else 0

@@ -1,0 +1,212 @@
+"""The aiohttp application: route table → handlers, behind one error middleware.
+
+Each request goes through :func:`_dispatch` for its :class:`~api.operation.Operation`:
+
+    admin token (401) → declared body size (413) → path, query, header parameters
+    → body (read up to the limit, parsed, validated) → handler → JSON reply
+
+so nothing reaches the service before all of its input has passed the schemas
+that ``/openapi.json`` publishes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDictProxy, MultiDictProxy
+
+from raftmem.errors import PayloadTooLarge, RaftmemError
+from raftmem.types import MemoryService
+
+from api import middleware, schemas
+from api.logging import configure_logging
+from api.operation import Call, Operation, Param
+from api.routes import OPERATIONS
+from api.validation import Validator, coerce_parameter, invalid, parse_json
+
+Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Unauthorized(RaftmemError):
+    """401: an admin route without the right bearer token. Definite: nothing was done.
+
+    Lives here, not in ``raftmem.errors``, because only the HTTP layer authenticates.
+    """
+
+    status = 401
+    code = "unauthorized"
+    definite = True
+
+
+@dataclass(frozen=True)
+class _Config:
+    service: MemoryService
+    validator: Validator
+    max_body_bytes: int
+    admin_token: str | None
+
+
+def create_app(
+    service: MemoryService,
+    *,
+    max_body_bytes: int = 8 * 1024 * 1024,
+    admin_token: str | None = None,
+    json_logs: bool = False,
+) -> web.Application:
+    """The REST API over ``service``. Configures structlog (see :mod:`api.logging`)."""
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be positive")
+    configure_logging(json=json_logs)
+    config = _Config(service, Validator(schemas.COMPONENTS), max_body_bytes, admin_token)
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[middleware.access_log, middleware.errors],
+    )
+    for op in OPERATIONS:
+        for param in op.params:
+            config.validator.check_schema(param.schema, f"{op.operation_id}.{param.name}")
+        if op.body is not None:
+            config.validator.check_schema(op.body, f"{op.operation_id}.body")
+        app.router.add_route(
+            op.method,
+            op.path,
+            _endpoint(op, config),
+            name=op.operation_id,
+            expect_handler=_expect_handler(config),
+        )
+    return app
+
+
+def _endpoint(op: Operation, config: _Config) -> Endpoint:
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        reply = await op.handler(await _call(op, config, request))
+        return middleware.json_response(reply.status, reply.body, reply.headers)
+
+    endpoint.__name__ = op.operation_id
+    return endpoint
+
+
+async def _call(op: Operation, config: _Config, request: web.Request) -> Call:
+    if op.admin and config.admin_token is not None:
+        _check_admin(request, config.admin_token)
+    if op.body is not None:
+        _check_declared_size(request, config.max_body_bytes)
+    path = _path_params(op.params_in("path"), request.match_info, config.validator)
+    query = _query_params(op.params_in("query"), request.query, config.validator)
+    headers = _header_params(op.params_in("header"), request.headers, config.validator)
+    body = None
+    if op.body is not None:
+        body = await _read_body(op, config, request)
+    return Call(config.service, path, query, headers, body)
+
+
+def _check_admin(request: web.BaseRequest, token: str) -> None:
+    given = request.headers.get(hdrs.AUTHORIZATION, "")
+    scheme, _, credentials = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        credentials.strip().encode(), token.encode()
+    ):
+        raise Unauthorized("admin routes need 'Authorization: Bearer <admin token>'")
+
+
+def _check_declared_size(request: web.BaseRequest, limit: int) -> None:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"request body of {request.content_length} bytes exceeds the limit of {limit}",
+            limit=limit,
+        )
+
+
+async def _read_body(op: Operation, config: _Config, request: web.Request) -> Any:
+    """Read at most ``max_body_bytes`` (aiohttp's ``client_max_size``), chunked or not."""
+    assert op.body is not None
+    if not request.body_exists:
+        if op.body_required:
+            raise invalid("", "a JSON request body is required")
+        return None
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"request body exceeds the limit of {config.max_body_bytes} bytes",
+            limit=config.max_body_bytes,
+        ) from None
+    if not raw.strip() and not op.body_required:
+        return None
+    return config.validator.validate(op.body, parse_json(raw))
+
+
+def _path_params(
+    params: tuple[Param, ...], match_info: Mapping[str, str], validator: Validator
+) -> dict[str, Any]:
+    return {p.name: coerce_parameter(p.schema, match_info[p.name], p.name, validator)
+            for p in params}
+
+
+def _query_params(
+    params: tuple[Param, ...], query: MultiDictProxy[str], validator: Validator
+) -> dict[str, Any]:
+    declared = {p.name: p for p in params}
+    unknown = sorted({key for key in query if key not in declared})
+    if unknown:
+        noun = "parameter" if len(unknown) == 1 else "parameters"
+        raise invalid(unknown[0], f"unknown query {noun}: {', '.join(unknown[:10])}")
+    values: dict[str, Any] = {}
+    for name, param in declared.items():
+        given = query.getall(name, [])
+        if len(given) > 1:
+            raise invalid(name, "given more than once")
+        if given:
+            values[name] = coerce_parameter(param.schema, given[0], name, validator)
+        elif param.required:
+            raise invalid(name, "is required")
+        elif "default" in param.schema:
+            values[name] = param.schema["default"]
+        elif "default" in (resolved := validator.resolve(param.schema)):
+            values[name] = resolved["default"]
+    return values
+
+
+def _header_params(
+    params: tuple[Param, ...], headers: CIMultiDictProxy[str], validator: Validator
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for param in params:
+        given = headers.getall(param.name, [])
+        if len(given) > 1:
+            raise invalid(param.name, "given more than once")
+        if given:
+            values[param.name] = coerce_parameter(param.schema, given[0], param.name, validator)
+    return values
+
+
+def _expect_handler(config: _Config) -> Callable[[web.Request], Awaitable[web.Response | None]]:
+    """``Expect: 100-continue``: refuse an oversized body before the client sends it.
+
+    aiohttp calls this before the middlewares, so it builds its JSON replies itself.
+    """
+
+    async def expect(request: web.Request) -> web.Response | None:
+        expectation = request.headers.get(hdrs.EXPECT, "").lower()
+        if expectation != "100-continue":
+            body = middleware.error_body(
+                "expectation_failed", f"unsupported Expect: {expectation[:64]}", True
+            )
+            return middleware.error_response(request, 417, body)
+        length = request.content_length
+        if length is not None and length > config.max_body_bytes:
+            error = PayloadTooLarge(
+                f"request body of {length} bytes exceeds the limit of {config.max_body_bytes}",
+                limit=config.max_body_bytes,
+            )
+            return middleware.error_response(request, error.status, error.to_body())
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
+    return expect

@@ -1,0 +1,136 @@
+"""The API's two middlewares: the one error seam, and the access log.
+
+``errors`` is the only place where exceptions become HTTP responses:
+
+* :class:`raftmem.errors.RaftmemError` → its status and ``to_body()``;
+* aiohttp's ``HTTPException`` (no such route 404, 405, 413 …) → the same body
+  shape, ``definite: true`` (the request was refused before doing anything);
+* anything else → 500 ``internal``, ``definite: false``, logged with its
+  traceback; the server keeps serving.
+
+``access_log`` is outermost, so it records the status the client received.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from raftmem.errors import RaftmemError
+
+log = structlog.get_logger("raftmem.api")
+
+JSON = "application/json"
+ERROR_CODE_KEY = "raftmem.error_code"
+
+_CODES_BY_STATUS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    417: "expectation_failed",
+}
+
+
+def json_response(
+    status: int, body: Any, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        content_type=JSON,
+        headers=headers,
+    )
+
+
+def error_body(code: str, message: str, definite: bool, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "definite": definite, **details}}
+
+
+def error_response(
+    request: web.BaseRequest,
+    status: int,
+    body: dict[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    request[ERROR_CODE_KEY] = body["error"]["code"]
+    response = json_response(status, body, headers)
+    if status == 413:
+        # The rest of the body is still on the wire: aiohttp drains it (bounded by
+        # its lingering time) without buffering, then closes the connection.
+        response.force_close()
+    return response
+
+
+def http_error(exc: web.HTTPException) -> tuple[dict[str, Any], dict[str, str]]:
+    """An aiohttp HTTPException's status as our error body, keeping the Allow header."""
+    code = _CODES_BY_STATUS.get(exc.status, f"http_{exc.status}")
+    message = exc.reason
+    if exc.status == 404:
+        message = "no such route"
+    elif exc.status == 405:
+        message = f"method not allowed; allowed: {exc.headers.get('Allow', '')}"
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+    return error_body(code, message, True), headers
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RaftmemError as exc:
+        if exc.status >= 500:
+            log.warning("request_failed", code=exc.code, message=exc.message,
+                        definite=exc.definite, path=request.path, exc_info=exc.code == "internal")
+        return error_response(request, exc.status, exc.to_body())
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        body, headers = http_error(exc)
+        return error_response(request, exc.status, body, headers)
+    except ConnectionError:
+        if request.transport is None or request.transport.is_closing():
+            raise  # the client went away mid-request; aiohttp drops the connection
+        return _internal(request)
+    except Exception:
+        return _internal(request)
+
+
+def _internal(request: web.Request) -> web.Response:
+    error_id = uuid.uuid4().hex[:16]
+    log.exception("unhandled_error", error_id=error_id, method=request.method,
+                  path=request.path)
+    body = error_body("internal", f"internal error (logged as {error_id})", False,
+                      error_id=error_id)
+    return error_response(request, 500, body)
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Any) -> web.StreamResponse:
+    started = time.perf_counter()
+    status: int | str = "disconnected"
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        route = request.match_info.route.resource
+        log.info(
+            "http_request",
+            method=request.method,
+            path=request.path,
+            route=route.canonical if route is not None else None,
+            status=status,
+            error_code=request.get(ERROR_CODE_KEY),
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            remote=request.remote,
+        )

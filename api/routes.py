@@ -1,0 +1,201 @@
+"""The route table: every operation of the REST API, as data.
+
+``api.app`` registers exactly these, and ``/openapi.json`` is built from exactly
+these; ``tests/api/test_openapi.py`` checks the router and the document agree.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from api import handlers, openapi
+from api import schemas as s
+from api.operation import Call, Operation, Param, Reply, Response
+
+NS = Param("ns", "path", s.ref("NamespaceName"), required=True, description="Namespace name.")
+MEMORY_ID = Param("id", "path", s.ref("MemoryId"), required=True, description="Memory id.")
+
+CONSISTENCY_PARAMS = (
+    Param(
+        "consistency",
+        "query",
+        s.CONSISTENCY,
+        description="Read tier (default linearizable). Same as the Raftmem-Consistency header.",
+    ),
+    Param(
+        "max_staleness_ms",
+        "query",
+        s.MAX_STALENESS_MS,
+        description="With consistency=eventual: the oldest state the client accepts.",
+    ),
+    Param(handlers.CONSISTENCY_HEADER, "header", s.CONSISTENCY, description="Read tier."),
+    Param(
+        handlers.SESSION_HEADER,
+        "header",
+        s.SESSION_TOKEN,
+        description="Session token, for consistency=session (read-your-writes).",
+    ),
+)
+
+INCLUDE_EMBEDDING = Param(
+    "include_embedding", "query", s.BOOLEAN_FALSE, description="Return the embedding too."
+)
+
+MEMORY = Response("The memory.", s.ref("Memory"))
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "required": required or list(properties), "properties": properties}
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    return openapi.build(OPERATIONS)
+
+
+async def _openapi(call: Call) -> Reply:
+    return Reply(200, document())
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    # ------------------------------------------------------------------ probes and docs
+    Operation(
+        "GET", "/healthz", "healthz", "Liveness: the process answers.",
+        handlers.healthz, tag="probes",
+        responses={200: Response("Health details from the node.", {"type": "object"})},
+    ),
+    Operation(
+        "GET", "/readyz", "readyz", "Readiness: the node can serve requests.",
+        handlers.readyz, tag="probes",
+        responses={
+            200: Response("Ready.", _object({"ready": {"type": "boolean"},
+                                             "detail": {"type": "object"}})),
+            503: Response("Not ready.", _object({"ready": {"type": "boolean"},
+                                                 "detail": {"type": "object"}})),
+        },
+    ),
+    Operation(
+        "GET", "/openapi.json", "openapi", "This document.", _openapi, tag="probes",
+        responses={200: Response("The OpenAPI 3.1 document.", {"type": "object"})},
+    ),
+    # ------------------------------------------------------------------ namespaces
+    Operation(
+        "GET", "/v1/namespaces", "listNamespaces", "List namespaces.",
+        handlers.list_namespaces, tag="namespaces",
+        responses={200: Response("All namespaces.", _object(
+            {"namespaces": {"type": "array", "items": s.ref("Namespace")}}))},
+        errors=(503,),
+    ),
+    Operation(
+        "PUT", "/v1/namespaces/{ns}", "putNamespace",
+        "Create a namespace with a fixed dimension and metric (idempotent).",
+        handlers.put_namespace, tag="namespaces",
+        params=(NS,), body=s.ref("NamespaceDefinition"),
+        responses={
+            201: Response("Created.", s.ref("Namespace")),
+            200: Response("Already existed with the same definition.", s.ref("Namespace")),
+        },
+        errors=(409, 503, 504),
+        description="409 conflict if the namespace exists with another dim or metric.",
+    ),
+    Operation(
+        "GET", "/v1/namespaces/{ns}", "getNamespace", "Get a namespace's definition.",
+        handlers.get_namespace, tag="namespaces",
+        params=(NS,),
+        responses={200: Response("The namespace.", s.ref("Namespace"))},
+        errors=(404, 503),
+    ),
+    # ------------------------------------------------------------------ memories
+    Operation(
+        "GET", "/v1/namespaces/{ns}/memories", "listMemories",
+        "List memories ordered by id, optionally by agent or tag, a page at a time.",
+        handlers.list_memories, tag="memories",
+        params=(
+            NS,
+            Param("agent_id", "query", s.ref("AgentId"), description="Only this agent's."),
+            Param("tag", "query", s.ref("Tag"), description="Only memories with this tag."),
+            Param("limit", "query", s.LIMIT, description="Page size, 1..1000."),
+            Param("cursor", "query", s.CURSOR, description="next_cursor of the previous page."),
+            *CONSISTENCY_PARAMS,
+        ),
+        responses={200: Response("A page of memories (without embeddings).", _object({
+            "memories": {"type": "array", "items": s.ref("Memory")},
+            "next_cursor": {"type": ["string", "null"]},
+        }))},
+        errors=(404, 503),
+    ),
+    Operation(
+        "POST", "/v1/namespaces/{ns}/memories", "putMemory", "Store a memory.",
+        handlers.put_memory, tag="memories",
+        params=(NS,), body=s.ref("PutMemoryRequest"),
+        responses={201: Response("Stored (without the embedding).", s.ref("Memory"))},
+        errors=(404, 409, 503, 504),
+        description="400 dimension_mismatch when the embedding's length is not the "
+        "namespace's dim; 409 when the id exists.",
+    ),
+    Operation(
+        "POST", "/v1/namespaces/{ns}/memories/batch", "putBatch",
+        "Store up to 1000 memories; one result per item, in order.",
+        handlers.put_batch, tag="memories",
+        params=(NS,), body=s.ref("BatchRequest"),
+        responses={200: Response("Per-item results.", _object(
+            {"results": {"type": "array", "items": s.ref("BatchResult")}}))},
+        errors=(404, 503, 504),
+        description="Every item is validated first; one malformed item fails the whole "
+        "request with 400 (field names the item index) and nothing is written.",
+    ),
+    Operation(
+        "GET", "/v1/namespaces/{ns}/memories/{id}", "getMemory", "Read a memory.",
+        handlers.get_memory, tag="memories",
+        params=(NS, MEMORY_ID, INCLUDE_EMBEDDING, *CONSISTENCY_PARAMS),
+        responses={200: MEMORY},
+        errors=(404, 503),
+    ),
+    Operation(
+        "PATCH", "/v1/namespaces/{ns}/memories/{id}", "patchMemory",
+        "Replace some fields of a memory, optionally only at a given version.",
+        handlers.patch_memory, tag="memories",
+        params=(NS, MEMORY_ID), body=s.ref("PatchMemoryRequest"),
+        responses={200: Response("The updated memory (without the embedding).",
+                                 s.ref("Memory"))},
+        errors=(404, 409, 503, 504),
+        description="409 version_mismatch when if_version is not the current version.",
+    ),
+    Operation(
+        "DELETE", "/v1/namespaces/{ns}/memories/{id}", "deleteMemory",
+        "Delete a memory, optionally only at a given version.",
+        handlers.delete_memory, tag="memories",
+        params=(
+            NS,
+            MEMORY_ID,
+            Param("if_version", "query", s.ref("Version"),
+                  description="Delete only at this version (or in the body)."),
+            Param("request_id", "query", s.ref("RequestId"),
+                  description="Idempotency key (or in the body)."),
+        ),
+        body=s.ref("DeleteMemoryRequest"), body_required=False,
+        responses={200: Response("Deleted.", _object({
+            "deleted": {"type": "boolean", "enum": [True]},
+            "namespace": s.ref("NamespaceName"),
+            "id": s.ref("MemoryId"),
+        }))},
+        errors=(404, 409, 503, 504),
+    ),
+    Operation(
+        "POST", "/v1/namespaces/{ns}/search", "search",
+        "Exact top-k nearest memories to an embedding, with filters.",
+        handlers.search, tag="memories",
+        params=(NS, *CONSISTENCY_PARAMS), body=s.ref("SearchRequest"),
+        responses={200: Response("Best first.", _object(
+            {"results": {"type": "array", "items": s.ref("SearchResult")}}))},
+        errors=(404, 503),
+    ),
+    # ------------------------------------------------------------------ admin
+    Operation(
+        "GET", "/admin/cluster", "clusterState", "Cluster state: nodes, groups, ranges.",
+        handlers.cluster_state, tag="admin",
+        responses={200: Response("The cluster state.", {"type": "object"})},
+        errors=(503,),
+    ),
+)

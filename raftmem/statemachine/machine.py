@@ -1,0 +1,123 @@
+"""StateMachine: the single writer of one group replica's database.
+
+Contract with the Raft layer (which calls from ONE thread, the tick thread):
+
+* ``apply(index, payload)`` is deterministic in (database, index, payload). It
+  commits the command's effects and ``applied_index = index`` in one SQLite
+  transaction, so after a crash the database says exactly which entries it
+  holds and Raft replays the rest; entries at or below it are skipped.
+* A user-level failure is a result. Anything else (an undecodable payload, an
+  exception from the processor or SQLite) rolls back and raises
+  :class:`CorruptionError`: the replica must fail-stop, not skip the entry.
+* ``install_snapshot`` never moves the applied index (or visible state)
+  backwards.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import apsw
+
+from raftmem.commands import decode
+from raftmem.errors import CorruptionError
+from raftmem.statemachine import ops, snapshot
+from raftmem.statemachine.schema import open_writer, read_applied_index
+
+Result = dict[str, Any]
+
+
+class StateMachine:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = open_writer(path)
+        # Cached: read on every apply, and only apply/install change it.
+        self._applied = read_applied_index(self._conn)
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    def apply(self, index: int, payload: bytes) -> Result:
+        if index <= self._applied:
+            return {"ok": True, "skipped": True}
+        cmd = decode(payload)
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = self._execute(conn, cmd)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+            if isinstance(exc, Exception):
+                raise CorruptionError(
+                    f"apply of entry {index} ({cmd.get('op')}) failed: {exc!r}"
+                ) from exc
+            raise
+        self._applied = index
+        return result
+
+    @staticmethod
+    def _execute(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
+        request_id = cmd.get("request_id")
+        if request_id is not None:
+            if not isinstance(request_id, str) or not request_id:
+                return ops.invalid("request_id must be a non-empty string or null")
+            recorded = ops.recorded_result(conn, request_id)
+            if recorded is not None:
+                # A retry of an applied command (same request id, possibly a
+                # new proposal with new ids/timestamps): answer what happened.
+                return recorded
+        result = ops.HANDLERS[cmd["op"]](conn, cmd)
+        ts = cmd.get("ts")
+        if request_id is not None and isinstance(ts, int) and not isinstance(ts, bool):
+            ops.record_result(conn, request_id, result, ts)
+        return result
+
+    # --- snapshots -------------------------------------------------------------
+
+    def snapshot_to(self, path: str, meta: bytes) -> None:
+        """Write a consistent, self-contained copy of the database plus ``meta`` to ``path``.
+
+        Called between applies (same thread), so the copy holds exactly the
+        state at ``applied_index``.
+        """
+        snapshot.write(self._conn, path, meta)
+
+    @staticmethod
+    def read_snapshot_meta(path: str) -> tuple[int, bytes]:
+        return snapshot.read_meta(path)
+
+    def install_snapshot(self, path: str) -> bool:
+        """Replace this database's content with the snapshot's, only if it is newer.
+
+        Returns False (and changes nothing) when the snapshot's applied index is
+        not greater than ours: pysyncobj may send a full snapshot to a follower
+        that is already ahead (design §3, defect 1), and installing it would
+        move the replica's state backwards.
+        """
+        snap_index, _ = snapshot.read_meta(path)
+        if snap_index <= self._applied:
+            return False
+        snapshot.install(self._conn, path)
+        self._applied = read_applied_index(self._conn)
+        if self._applied != snap_index:
+            raise CorruptionError(
+                f"installed snapshot says applied_index {self._applied}, expected {snap_index}"
+            )
+        return True
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> StateMachine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateMachine({os.path.basename(self.path)!r}, applied_index={self._applied})"

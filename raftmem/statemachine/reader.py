@@ -1,0 +1,427 @@
+"""Reader: queries over one replica's database, on a read-only connection.
+
+Open one Reader per worker thread (an apsw connection must not be used by two
+threads at once). Every method runs in one read transaction, so it sees a
+single committed state; wrap several calls in :meth:`Reader.transaction` to
+make them see the same one.
+
+Time comes from the caller (``now_ms``): a memory whose ``expires_at`` is at or
+before ``now_ms`` is never returned, whether or not a purge has removed it.
+
+A namespace that this database does not hold reads as empty (``None`` / ``[]``
+/ 0), because groups learn namespaces lazily and a scatter read asks every
+group; only :meth:`search` needs the namespace's definition and returns ``[]``
+without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+import numpy as np
+import orjson
+
+from raftmem.errors import ValidationError
+from raftmem.statemachine.ops import Namespace, load_namespace
+from raftmem.statemachine.schema import (
+    MEMORY_COLUMNS,
+    memory_from_row,
+    open_connection,
+    read_applied_index,
+    vec_table,
+)
+
+# Aliases: inside Reader, "list" names the method, not the builtin.
+MemoryList = list[dict[str, Any]]
+Hit = dict[str, Any]
+Params = list[Any]
+Scored = list[tuple[float, dict[str, Any]]]
+Records = list[tuple[str, dict[str, Any], bytes]]
+
+# sqlite-vec refuses KNN queries with k above this.
+VEC0_MAX_K = 4096
+
+_FILTER_KEYS = frozenset(
+    {"agent_id", "tags_any", "tags_all", "metadata", "created_after", "created_before"}
+)
+_DISTANCE_FN = {"cosine": "vec_distance_cosine", "l2": "vec_distance_l2"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def score(metric: str, distance: float) -> float:
+    return 1.0 - distance if metric == "cosine" else 1.0 / (1.0 + distance)
+
+
+def _metadata_clause(key: str, value: Any) -> tuple[str, list[Any]]:
+    """SQL for "top-level ``key`` of metadata equals ``value``", JSON-typed.
+
+    Types must match (``true`` is not ``1``, ``"1"`` is not ``1``); numbers
+    compare by value (``1`` equals ``1.0``); arrays and objects compare by
+    canonical JSON. json_each's ``key`` column is the raw key, so any key works
+    (a JSON path would need quoting rules SQLite does not have).
+    """
+    base = "EXISTS (SELECT 1 FROM json_each(m.metadata) AS je WHERE je.key = ? AND "
+    if value is None:
+        return base + "je.type = 'null')", [key]
+    if value is True:
+        return base + "je.type = 'true')", [key]
+    if value is False:
+        return base + "je.type = 'false')", [key]
+    if _is_int(value) or isinstance(value, float):
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ValidationError(f"metadata filter {key!r}: number must be finite")
+        if _is_int(value) and not -(2**63) <= value < 2**63:
+            value = float(value)
+        return base + "je.type IN ('integer', 'real') AND je.atom = ?)", [key, value]
+    if isinstance(value, str):
+        return base + "je.type = 'text' AND je.atom = ?)", [key, value]
+    if isinstance(value, (list, dict)):
+        kind = "array" if isinstance(value, list) else "object"
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError as exc:
+            raise ValidationError(f"metadata filter {key!r} is not JSON") from exc
+        return base + f"je.type = '{kind}' AND je.value = json(?))", [key, text]
+    raise ValidationError(f"metadata filter {key!r} has an unsupported value type")
+
+
+def _str_list(flt: Mapping[str, Any], name: str) -> list[str]:
+    value = flt.get(name) or []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+        raise ValidationError(f"filter {name} must be a list of strings")
+    return list(value)
+
+
+def filter_sql(ns: str, flt: Mapping[str, Any] | None, now_ms: int) -> tuple[str, list[Any], bool]:
+    """WHERE clause over ``memories m`` for a namespace, TTL and a SearchFilter dict.
+
+    Returns (sql, params, has_user_filter).
+    """
+    flt = flt or {}
+    unknown = set(flt) - _FILTER_KEYS
+    if unknown:
+        raise ValidationError(f"unknown filter fields: {', '.join(sorted(unknown))}")
+    clauses = ["m.ns = ?", "(m.expires_at IS NULL OR m.expires_at > ?)"]
+    params: list[Any] = [ns, now_ms]
+    user = False
+    agent_id = flt.get("agent_id")
+    if agent_id is not None:
+        if not isinstance(agent_id, str):
+            raise ValidationError("filter agent_id must be a string")
+        clauses.append("m.agent_id = ?")
+        params.append(agent_id)
+        user = True
+    tags_any = _str_list(flt, "tags_any")
+    if tags_any:
+        marks = ", ".join("?" * len(tags_any))
+        clauses.append(
+            f"m.rowid IN (SELECT mrow FROM memory_tags WHERE ns = ? AND tag IN ({marks}))"
+        )
+        params += [ns, *tags_any]
+        user = True
+    for tag in dict.fromkeys(_str_list(flt, "tags_all")):
+        clauses.append("m.rowid IN (SELECT mrow FROM memory_tags WHERE ns = ? AND tag = ?)")
+        params += [ns, tag]
+        user = True
+    metadata = flt.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise ValidationError("filter metadata must be an object")
+    for key in sorted(metadata):
+        if not isinstance(key, str):
+            raise ValidationError("filter metadata keys must be strings")
+        sql, p = _metadata_clause(key, metadata[key])
+        clauses.append(sql)
+        params += p
+        user = True
+    for name, op in (("created_after", ">"), ("created_before", "<")):
+        bound = flt.get(name)
+        if bound is not None:
+            if not _is_int(bound):
+                raise ValidationError(f"filter {name} must be an integer (epoch ms)")
+            clauses.append(f"m.created_at {op} ?")
+            params.append(bound)
+            user = True
+    return " AND ".join(clauses), params, user
+
+
+class Reader:
+    def __init__(self, path: str, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self._conn = open_connection(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
+        self._in_txn = False
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Reader]:
+        """Make every call inside the block read one and the same committed state."""
+        if self._in_txn:
+            yield self
+            return
+        self._conn.execute("BEGIN")
+        self._in_txn = True
+        try:
+            yield self
+        finally:
+            self._in_txn = False
+            self._conn.execute("COMMIT")
+
+    # --- namespaces ------------------------------------------------------------
+
+    def applied_index(self) -> int:
+        return read_applied_index(self._conn)
+
+    def get_namespace(self, ns: str) -> dict[str, Any] | None:
+        found = load_namespace(self._conn, ns)
+        return None if found is None else found.to_dict()
+
+    def list_namespaces(self) -> MemoryList:
+        rows = fetch(self._conn, 
+            "SELECT nid, name, dim, metric, created_at FROM namespaces ORDER BY name"
+        )
+        return [Namespace(*r).to_dict() for r in rows]
+
+    # --- memories ----------------------------------------------------------------
+
+    def get(
+        self, ns: str, id: str, now_ms: int, include_embedding: bool = False
+    ) -> dict[str, Any] | None:
+        with self.transaction():
+            rows = fetch(self._conn, 
+                f"SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m WHERE m.ns = ? AND m.id = ?"
+                " AND (m.expires_at IS NULL OR m.expires_at > ?)",
+                (ns, id, now_ms),
+            )
+            if not rows:
+                return None
+            memory = memory_from_row(rows[0])
+            if include_embedding:
+                nsdef = load_namespace(self._conn, ns)
+                assert nsdef is not None  # a memory row implies its namespace
+                memory["embedding"] = self._embedding(nsdef.nid, rows[0][10])
+            return memory
+
+    def _embedding(self, nid: int, mrow: int) -> Params:
+        rows = fetch(self._conn, 
+            f"SELECT embedding FROM {vec_table(nid)} WHERE rowid = ?", (mrow,)
+        )
+        return np.frombuffer(rows[0][0], dtype="<f4").tolist()
+
+    def list(
+        self,
+        ns: str,
+        agent_id: str | None,
+        tag: str | None,
+        limit: int,
+        after_id: str | None,
+        now_ms: int,
+    ) -> MemoryList:
+        """Live memories ordered by id, starting after ``after_id`` (exclusive)."""
+        if not _is_int(limit) or limit < 0:
+            raise ValidationError("limit must be a non-negative integer")
+        where = ["m.ns = ?", "(m.expires_at IS NULL OR m.expires_at > ?)"]
+        params: Params = [ns, now_ms]
+        if agent_id is not None:
+            where.append("m.agent_id = ?")
+            params.append(agent_id)
+        if tag is not None:
+            where.append("m.rowid IN (SELECT mrow FROM memory_tags WHERE ns = ? AND tag = ?)")
+            params += [ns, tag]
+        if after_id is not None:
+            where.append("m.id > ?")
+            params.append(after_id)
+        params.append(limit)
+        rows = fetch(self._conn, 
+            f"SELECT {MEMORY_COLUMNS} FROM memories m WHERE {' AND '.join(where)}"
+            " ORDER BY m.id LIMIT ?",
+            params,
+        )
+        return [memory_from_row(r) for r in rows]
+
+    def count(self, ns: str | None = None, now_ms: int | None = None) -> int:
+        """Stored memories (all namespaces if ``ns`` is None); live ones only if ``now_ms``."""
+        where, params = [], []
+        if ns is not None:
+            where.append("ns = ?")
+            params.append(ns)
+        if now_ms is not None:
+            where.append("(expires_at IS NULL OR expires_at > ?)")
+            params.append(now_ms)
+        sql = "SELECT count(*) FROM memories" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(fetch(self._conn, sql, params)[0][0])
+
+    # --- search ------------------------------------------------------------------
+
+    def search(
+        self,
+        ns: str,
+        vector: np.ndarray,
+        k: int,
+        flt: Mapping[str, Any] | None,
+        now_ms: int,
+    ) -> MemoryList:
+        """Exact top-``k`` live memories by (distance, id), after filters.
+
+        sqlite-vec's KNN (an exhaustive scan, so exact) does the work when the
+        answer is provably inside what it returns; otherwise (k over its limit,
+        or a tie straddling its cut-off) a full distance scan over the
+        candidates decides. Both give the same answer; the first is faster.
+        """
+        if not _is_int(k) or k < 1:
+            raise ValidationError("k must be a positive integer")
+        where, params, has_filter = filter_sql(ns, flt, now_ms)
+        with self.transaction():
+            nsdef = load_namespace(self._conn, ns)
+            if nsdef is None:
+                return []
+            query = self._query_vector(nsdef, vector)
+            scored = self._knn(nsdef, query, k, where, params, has_filter, now_ms)
+            if scored is None:
+                scored = self._scan(nsdef, query, k, where, params)
+            return [
+                {"memory": mem, "distance": d, "score": score(nsdef.metric, d)} for d, mem in scored
+            ]
+
+    @staticmethod
+    def _query_vector(nsdef: Namespace, vector: Any) -> bytes:
+        try:
+            q = np.asarray(vector, dtype="<f4")
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("query embedding must be a list of numbers") from exc
+        if q.ndim != 1:
+            raise ValidationError("query embedding must be a flat list of numbers")
+        if q.shape[0] != nsdef.dim:
+            raise ValidationError(
+                f"query embedding has {q.shape[0]} dimensions; namespace {nsdef.name!r} "
+                f"has {nsdef.dim}",
+                code="dimension_mismatch",
+            )
+        if not bool(np.isfinite(q).all()):
+            raise ValidationError("query embedding contains NaN or infinity")
+        if nsdef.metric == "cosine" and not bool(np.any(q)):
+            raise ValidationError("a zero query vector has no cosine distance")
+        return q.tobytes()
+
+    def _fetch(self, where: str, params: Params, rowids: Params) -> dict[int, dict[str, Any]]:
+        """Memories among ``rowids`` that pass ``where``, by rowid."""
+        rows = fetch(self._conn, 
+            f"SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m"
+            f" WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {where}",
+            [orjson.dumps(rowids).decode(), *params],
+        )
+        return {r[10]: memory_from_row(r) for r in rows}
+
+    def _knn(
+        self,
+        nsdef: Namespace,
+        query: bytes,
+        k: int,
+        where: str,
+        params: Params,
+        has_filter: bool,
+        now_ms: int,
+    ) -> Scored | None:
+        """Top-k through vec0's KNN, or None when it cannot prove exactness."""
+        table = vec_table(nsdef.nid)
+        if has_filter:
+            # vec0 applies "rowid IN (...)" before choosing the k nearest.
+            fetch = k + 1
+            sql = (
+                f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?"
+                f" AND rowid IN (SELECT m.rowid FROM memories m WHERE {where})"
+            )
+            args: Params = [query, fetch, *params]
+        else:
+            # Only TTL filters: over-fetch by the number of expired-but-unpurged
+            # rows (an index count), which is cheaper than an IN list of all rows.
+            expired = fetch(self._conn, 
+                "SELECT count(*) FROM memories WHERE ns = ? AND expires_at <= ?",
+                (nsdef.name, now_ms),
+            )[0][0]
+            fetch = k + expired + 1
+            sql = f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?"
+            args = [query, fetch]
+        if fetch > VEC0_MAX_K:
+            return None
+        near = fetch(self._conn, sql, args)
+        found = self._fetch(where, params, [r for r, _ in near])
+        scored = sorted(
+            ((float(d), found[r]) for r, d in near if r in found),
+            key=lambda h: (h[0], h[1]["id"]),
+        )
+        if len(near) == fetch:
+            # vec0 cut its answer at `fetch`; every row it left out is at least
+            # as far as its last one. The k-th best is exact only if strictly
+            # nearer than that, else a tie may hide a smaller id.
+            if len(scored) < k or scored[k - 1][0] >= float(near[-1][1]):
+                return None
+        return scored[:k]
+
+    def _scan(self, nsdef: Namespace, query: bytes, k: int, where: str, params: Params) -> Scored:
+        fn = _DISTANCE_FN[nsdef.metric]
+        rows = fetch(self._conn, 
+            f"SELECT {MEMORY_COLUMNS}, {fn}(v.embedding, ?) AS d"
+            f" FROM memories m JOIN {vec_table(nsdef.nid)} v ON v.rowid = m.rowid"
+            f" WHERE {where} ORDER BY d, m.id LIMIT ?",
+            [query, *params, k],
+        )
+        return [(float(r[10]), memory_from_row(r)) for r in rows]
+
+    # --- whole-content views (replay and convergence checks) -----------------------
+
+    def _records(self) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+        """Every piece of replicated state in a canonical order, rowids excluded."""
+        namespaces = fetch(self._conn, 
+            "SELECT nid, name, dim, metric, created_at FROM namespaces ORDER BY name"
+        )
+        for row in namespaces:
+            yield "namespace", Namespace(*row).to_dict(), b""
+        for nid, name, *_ in namespaces:
+            cur = self._conn.execute(
+                f"SELECT {MEMORY_COLUMNS}, v.embedding FROM memories m"
+                f" JOIN {vec_table(nid)} v ON v.rowid = m.rowid"
+                " WHERE m.ns = ? ORDER BY m.id",
+                (name,),
+            )
+            for row in cur:
+                yield "memory", memory_from_row(row), bytes(row[10])
+        for rid, result, ts in self._conn.execute(
+            "SELECT request_id, result, ts FROM requests ORDER BY request_id"
+        ):
+            yield "request", {"request_id": rid, "ts": ts}, bytes(result)
+
+    def content(self) -> Records:
+        """The full logical content: (kind, record, blob) with blob = embedding or result."""
+        with self.transaction():
+            return list(self._records())
+
+    def digest(self) -> str:
+        """sha256 over namespaces, memories (with embeddings) and dedup records.
+
+        The applied index and rowids are left out: two replicas that applied the
+        same entries, or one that installed a snapshot, must agree.
+        """
+        h = hashlib.sha256()
+        with self.transaction():
+            for kind, record, blob in self._records():
+                body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+                h.update(kind.encode())
+                h.update(len(body).to_bytes(8, "big"))
+                h.update(body)
+                h.update(len(blob).to_bytes(8, "big"))
+                h.update(blob)
+        return h.hexdigest()
