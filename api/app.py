@@ -11,35 +11,23 @@ that ``/openapi.json`` publishes.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDictProxy, MultiDictProxy
-
-from raftmem.errors import PayloadTooLarge, RaftmemError
-from raftmem.types import MemoryService
+from multidict import CIMultiDictProxy, MultiMapping
 
 from api import middleware, schemas
+from api.auth import check_admin
 from api.logging import configure_logging
 from api.operation import Call, Operation, Param
 from api.routes import OPERATIONS
-from api.validation import Validator, coerce_parameter, invalid, parse_json
+from api.validation import Validator, coerce_parameter, invalid, join, listing, parse_json
+from raftmem.errors import PayloadTooLarge
+from raftmem.types import MemoryService
 
 Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Unauthorized(RaftmemError):
-    """401: an admin route without the right bearer token. Definite: nothing was done.
-
-    Lives here, not in ``raftmem.errors``, because only the HTTP layer authenticates.
-    """
-
-    status = 401
-    code = "unauthorized"
-    definite = True
 
 
 @dataclass(frozen=True)
@@ -66,6 +54,7 @@ def create_app(
         client_max_size=max_body_bytes,
         middlewares=[middleware.access_log, middleware.errors],
     )
+    expect = _expect_handler(config)
     for op in OPERATIONS:
         for param in op.params:
             config.validator.check_schema(param.schema, f"{op.operation_id}.{param.name}")
@@ -76,7 +65,7 @@ def create_app(
             op.path,
             _endpoint(op, config),
             name=op.operation_id,
-            expect_handler=_expect_handler(config),
+            expect_handler=expect,
         )
     return app
 
@@ -92,7 +81,7 @@ def _endpoint(op: Operation, config: _Config) -> Endpoint:
 
 async def _call(op: Operation, config: _Config, request: web.Request) -> Call:
     if op.admin and config.admin_token is not None:
-        _check_admin(request, config.admin_token)
+        check_admin(request, config.admin_token)
     if op.body is not None:
         _check_declared_size(request, config.max_body_bytes)
     path = _path_params(op.params_in("path"), request.match_info, config.validator)
@@ -100,17 +89,10 @@ async def _call(op: Operation, config: _Config, request: web.Request) -> Call:
     headers = _header_params(op.params_in("header"), request.headers, config.validator)
     body = None
     if op.body is not None:
-        body = await _read_body(op, config, request)
+        raw = await _read_body(request, op.body_required, config.max_body_bytes)
+        if raw is not None:
+            body = config.validator.validate(op.body, parse_json(raw))
     return Call(config.service, path, query, headers, body)
-
-
-def _check_admin(request: web.BaseRequest, token: str) -> None:
-    given = request.headers.get(hdrs.AUTHORIZATION, "")
-    scheme, _, credentials = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        credentials.strip().encode(), token.encode()
-    ):
-        raise Unauthorized("admin routes need 'Authorization: Bearer <admin token>'")
 
 
 def _check_declared_size(request: web.BaseRequest, limit: int) -> None:
@@ -121,23 +103,24 @@ def _check_declared_size(request: web.BaseRequest, limit: int) -> None:
         )
 
 
-async def _read_body(op: Operation, config: _Config, request: web.Request) -> Any:
-    """Read at most ``max_body_bytes`` (aiohttp's ``client_max_size``), chunked or not."""
-    assert op.body is not None
-    if not request.body_exists:
-        if op.body_required:
-            raise invalid("", "a JSON request body is required")
-        return None
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"request body exceeds the limit of {config.max_body_bytes} bytes",
-            limit=config.max_body_bytes,
-        ) from None
-    if not raw.strip() and not op.body_required:
-        return None
-    return config.validator.validate(op.body, parse_json(raw))
+async def _read_body(request: web.Request, required: bool, limit: int) -> bytes | None:
+    """The body, read up to ``limit`` bytes (aiohttp's ``client_max_size``), chunked or not.
+
+    ``None`` when an optional body is absent or blank.
+    """
+    raw = b""
+    if request.body_exists:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(
+                f"request body exceeds the limit of {limit} bytes", limit=limit
+            ) from None
+    if raw.strip():
+        return raw
+    if required:
+        raise invalid("", "a JSON request body is required")
+    return None
 
 
 def _path_params(
@@ -148,13 +131,13 @@ def _path_params(
 
 
 def _query_params(
-    params: tuple[Param, ...], query: MultiDictProxy[str], validator: Validator
+    params: tuple[Param, ...], query: MultiMapping[str], validator: Validator
 ) -> dict[str, Any]:
     declared = {p.name: p for p in params}
     unknown = sorted({key for key in query if key not in declared})
     if unknown:
         noun = "parameter" if len(unknown) == 1 else "parameters"
-        raise invalid(unknown[0], f"unknown query {noun}: {', '.join(unknown[:10])}")
+        raise invalid(join("", unknown[0]), f"unknown query {noun}: {listing(unknown)}")
     values: dict[str, Any] = {}
     for name, param in declared.items():
         given = query.getall(name, [])

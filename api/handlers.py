@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.operation import Call, Reply
 from raftmem.errors import ValidationError
 from raftmem.types import Memory, ReadOptions, SearchFilter
-
-from api.operation import Call, Reply
 
 CONSISTENCY_HEADER = "Raftmem-Consistency"
 SESSION_HEADER = "Raftmem-Session"
@@ -189,3 +188,13 @@ async def search(call: Call) -> Reply:
 
 async def cluster_state(call: Call) -> Reply:
     return Reply(200, await call.service.cluster_state())
+
+
+async def isolate_peers(call: Call) -> Reply:
+    call.service.isolate(list(call.body["peers"]))
+    return Reply(200, {"isolated": sorted(call.body["peers"])})
+
+
+async def heal_peers(call: Call) -> Reply:
+    call.service.heal()
+    return Reply(200, {"isolated": []})

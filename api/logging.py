@@ -15,6 +15,11 @@ def _dumps(event: Any, **kw: Any) -> str:
     return orjson.dumps(event, **kw).decode()
 
 
+def _stderr_logger(*_args: Any) -> structlog.WriteLogger:
+    # sys.stderr looked up per logger, not bound once: it may be replaced (pytest capture).
+    return structlog.WriteLogger(sys.stderr)
+
+
 def configure_logging(json: bool, level: str = "info") -> None:
     """Configure structlog process-wide: one JSON object per line on stderr when ``json``.
 
@@ -41,7 +46,7 @@ def configure_logging(json: bool, level: str = "info") -> None:
     structlog.configure(
         processors=[*shared, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(min_level),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         # Not cached, so tests can capture logs with structlog.testing.capture_logs.
         cache_logger_on_first_use=False,
     )

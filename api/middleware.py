@@ -21,13 +21,14 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from raftmem.errors import RaftmemError
 
 log = structlog.get_logger("raftmem.api")
 
 JSON = "application/json"
-ERROR_CODE_KEY = "raftmem.error_code"
+ERROR_CODE_KEY = web.RequestKey("raftmem_error_code", str)
 
 _CODES_BY_STATUS = {
     400: "invalid_request",
@@ -46,7 +47,7 @@ def json_response(
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS),
         content_type=JSON,
         headers=headers,
     )
@@ -84,14 +85,20 @@ def http_error(exc: web.HTTPException) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 @web.middleware
-async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RaftmemError as exc:
         if exc.status >= 500:
             log.warning("request_failed", code=exc.code, message=exc.message,
                         definite=exc.definite, path=request.path, exc_info=exc.code == "internal")
-        return error_response(request, exc.status, exc.to_body())
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        try:
+            return error_response(request, exc.status, exc.to_body(), headers)
+        except TypeError:  # a detail orjson cannot encode: keep the error, drop the details
+            log.exception("error_details_unserialisable", code=exc.code)
+            body = error_body(exc.code, exc.message, exc.definite)
+            return error_response(request, exc.status, body, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -101,7 +108,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.transport is None or request.transport.is_closing():
             raise  # the client went away mid-request; aiohttp drops the connection
         return _internal(request)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the seam's purpose: any bug becomes a logged 500
         return _internal(request)
 
 
@@ -115,7 +122,7 @@ def _internal(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def access_log(request: web.Request, handler: Any) -> web.StreamResponse:
+async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status: int | str = "disconnected"
     try:

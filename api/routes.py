@@ -198,4 +198,22 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: Response("The cluster state.", {"type": "object"})},
         errors=(503,),
     ),
+    Operation(
+        "POST", "/admin/faults/isolate", "isolatePeers",
+        "Fault injection: behave as if the Raft links to these nodes were cut.",
+        handlers.isolate_peers, tag="admin",
+        body={"type": "object", "additionalProperties": False, "required": ["peers"],
+              "properties": {"peers": {"type": "array", "maxItems": 64,
+                                       "items": {"type": "string", "minLength": 1,
+                                                 "maxLength": 64}}}},
+        responses={200: Response("The faults now in force.", {"type": "object"})},
+        description="For fault-injection tests (jepsen_like's partition nemesis when iptables "
+        "is not available). Only this node's side is cut; isolate both sides for a symmetric "
+        "partition. Undone by /admin/faults/heal.",
+    ),
+    Operation(
+        "POST", "/admin/faults/heal", "healPeers", "Undo every /admin/faults/isolate.",
+        handlers.heal_peers, tag="admin", body_required=False,
+        responses={200: Response("The faults now in force (none).", {"type": "object"})},
+    ),
 )

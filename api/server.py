@@ -28,7 +28,6 @@ async def serve(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, o
     app = create_app(
         node, max_body_bytes=opts.max_body_bytes, admin_token=opts.admin_token, json_logs=opts.json_logs
     )
-    app["node"] = node
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = parse_addr(node.me.api)

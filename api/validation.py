@@ -72,7 +72,7 @@ def invalid(path: str, problem: str) -> ValidationError:
     return ValidationError(f"{where}: {problem}", field=path or None)
 
 
-def _listing(names: list[str]) -> str:
+def listing(names: list[str]) -> str:
     shown = ", ".join(_short(n) for n in names[:_MAX_LISTED])
     more = len(names) - _MAX_LISTED
     return shown + (f" (+{more} more)" if more > 0 else "")
@@ -143,7 +143,10 @@ class Validator:
             if not names or set(names) - TYPES:
                 raise SchemaError(f"{where}: bad type {types!r}")
         if "pattern" in schema:
-            _compile(schema["pattern"])
+            try:
+                _compile(schema["pattern"])
+            except re.error as exc:
+                raise SchemaError(f"{where}: bad pattern: {exc}") from None
         for key, sub in schema.get("properties", {}).items():
             self.check_schema(sub, f"{where}.properties.{key}")
         additional = schema.get("additionalProperties", True)
@@ -209,6 +212,8 @@ class Validator:
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise invalid(path, f"is longer than {schema['maxLength']} characters")
         if "minLength" in schema and len(value) < schema["minLength"]:
+            if not value:
+                raise invalid(path, "must not be empty")
             raise invalid(path, f"is shorter than {schema['minLength']} characters")
         if "x-maxUtf8Bytes" in schema and len(value.encode("utf-8", "surrogatepass")) > schema[
             "x-maxUtf8Bytes"
@@ -234,6 +239,8 @@ class Validator:
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             raise invalid(path, f"has more than {schema['maxItems']} items ({len(value)})")
         if "minItems" in schema and len(value) < schema["minItems"]:
+            if not value:
+                raise invalid(path, "must not be empty")
             raise invalid(path, f"has fewer than {schema['minItems']} items")
         if "items" not in schema:
             return value
@@ -249,13 +256,13 @@ class Validator:
             unknown = [key for key in value if key not in properties]
             if unknown:
                 noun = "field" if len(unknown) == 1 else "fields"
-                error = invalid(path, f"unknown {noun}: {_listing(unknown)}")
+                error = invalid(path, f"unknown {noun}: {listing(unknown)}")
                 error.details["field"] = join(path, unknown[0])
                 raise error
         missing = [key for key in schema.get("required", ()) if key not in value]
         if missing:
             noun = "field" if len(missing) == 1 else "fields"
-            error = invalid(path, f"missing required {noun}: {_listing(missing)}")
+            error = invalid(path, f"missing required {noun}: {listing(missing)}")
             error.details["field"] = join(path, missing[0])
             raise error
         if "minProperties" in schema and len(value) < schema["minProperties"]:
@@ -366,9 +373,10 @@ def coerce_parameter(schema: Schema, raw: str, path: str, validator: Validator) 
 
 def parse_json(raw: bytes) -> Any:
     """Parse a request body. orjson refuses NaN, Infinity and numbers that overflow to inf."""
-    if not raw.strip():
-        raise invalid("", "the request body is empty; expected a JSON object")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise invalid("", f"malformed JSON: {exc}") from None
+        hint = ""
+        if b"NaN" in raw or b"Infinity" in raw:
+            hint = " (NaN and Infinity are not JSON numbers)"
+        raise invalid("", f"malformed JSON: {exc}{hint}") from None

@@ -122,3 +122,10 @@ class MemoryService(Protocol):
 
     async def cluster_state(self) -> dict[str, Any]:
         ...
+
+    def isolate(self, peers: list[str]) -> None:
+        """Fault injection: cut this node's Raft links to ``peers`` until :meth:`heal`."""
+        ...
+
+    def heal(self) -> None:
+        ...

@@ -33,6 +33,10 @@ class Model:
     name: str
     init: State
     step: Step
+    # Whether an input is an observer: in every state it is either illegal or
+    # leaves the state as it is (a read). The search linearizes a legal observer
+    # as soon as it may, without trying alternatives (see search.py).
+    observes: Callable[[Input], bool]
 
 
 def register_step(state: State, op: Input) -> tuple[bool, State]:
@@ -56,8 +60,12 @@ def register_step(state: State, op: Input) -> tuple[bool, State]:
     return False, state
 
 
+def register_observes(op: Input) -> bool:
+    return bool(op[0] == READ)
+
+
 def register_model(initial: Any) -> Model:
-    return Model("register", freeze(initial), register_step)
+    return Model("register", freeze(initial), register_step, register_observes)
 
 
 def register_input(op: Operation) -> Input:
@@ -85,10 +93,15 @@ def txn_step(state: State, txn: Input) -> tuple[bool, State]:
     return True, tuple(sorted(regs.items()))
 
 
+def txn_observes(txn: Input) -> bool:
+    return not any(is_write for is_write, _, _ in txn)
+
+
 def txn_model(initial: dict[str, Any] | None, keys: list[str]) -> Model:
     """Registers `keys`, each starting at its value in `initial` (null when absent)."""
     start = initial or {}
-    return Model("multi-register", tuple(sorted((k, freeze(start.get(k))) for k in keys)), txn_step)
+    init = tuple(sorted((k, freeze(start.get(k))) for k in keys))
+    return Model("multi-register", init, txn_step, txn_observes)
 
 
 def txn_input(op: Operation) -> Input:

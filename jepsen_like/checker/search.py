@@ -45,8 +45,8 @@ from jepsen_like.checker.models import Input, Model, State
 
 Verdict = bool | Literal["unknown"]
 
-# How many loop iterations between two looks at the clock.
-_CLOCK_EVERY = 1024
+# How many loop iterations between two looks at the clock (each is a few µs at most).
+_CLOCK_EVERY = 512
 
 
 @dataclass(slots=True)
@@ -93,25 +93,76 @@ def search(
     has_ret = [r is not None for r in rets]
 
     step = model.step
+    observer = [model.observes(x) for x in inputs]
     state = model.init
     linearized = 0
     cache: set[tuple[int, State]] = set()
     stack: list[int] = []  # lifted call entries
     saved: list[State] = []  # the state before each of them
+    forced: list[bool] = []  # whether each was a forced (observer) move
     remaining = n_ok
     best_depth = -1
     best = SearchResult(False)
     monotonic = time.monotonic
     steps = 0
+    ticks = 0
 
-    entry = nxt[head]
+    fresh = True  # at a configuration reached by a lift: look for a forced move first
+    entry = head
     while True:
-        if entry & 1 == 0:
-            # A call entry: try to linearize its operation now.
-            steps += 1
-            if deadline is not None and steps % _CLOCK_EVERY == 0 and monotonic() > deadline:
-                return SearchResult("unknown", steps=steps)
+        ticks += 1
+        if ticks % _CLOCK_EVERY == 0 and deadline is not None and monotonic() > deadline:
+            return SearchResult("unknown", steps=steps)
+        if fresh:
+            fresh = False
+            # Forced move: an observer (a read) that is legal now and may go now is
+            # linearized now, with no alternative tried. Any linearization that puts
+            # it later still works with it moved here: it changes no state, and
+            # moving an op earlier breaks no real-time order since every op that
+            # completed before its invocation is already linearized. So if this
+            # configuration has a linearization, it has one that starts with it.
+            e = nxt[head]
+            while e & 1 == 0:
+                i = e >> 1
+                if observer[i]:
+                    steps += 1
+                    if step(state, inputs[i])[0]:
+                        break
+                e = nxt[e]
+            if e & 1 == 0:
+                new_linearized = linearized | (1 << i)
+                seen = (new_linearized, state)
+                if seen not in cache:
+                    cache.add(seen)
+                    stack.append(e)
+                    saved.append(state)
+                    forced.append(True)
+                    linearized = new_linearized
+                    p, q = prv[e], nxt[e]
+                    nxt[p] = q
+                    prv[q] = p
+                    if has_ret[i]:
+                        r = e + 1
+                        p, q = prv[r], nxt[r]
+                        nxt[p] = q
+                        prv[q] = p
+                        remaining -= 1
+                        if remaining == 0:
+                            return SearchResult(True, steps=steps)
+                    fresh = True
+                    continue
+                # Explored before and failed, so this configuration fails too.
+                entry = -1
+            else:
+                entry = nxt[head]
+        if entry >= 0 and entry & 1 == 0:
+            # A call entry: try to linearize its operation now. Observers are
+            # illegal here, or the forced move would have taken one.
             i = entry >> 1
+            if observer[i]:
+                entry = nxt[entry]
+                continue
+            steps += 1
             ok, new_state = step(state, inputs[i])
             if ok:
                 new_linearized = linearized | (1 << i)
@@ -120,6 +171,7 @@ def search(
                     cache.add(seen)
                     stack.append(entry)
                     saved.append(state)
+                    forced.append(False)
                     state = new_state
                     linearized = new_linearized
                     p, q = prv[entry], nxt[entry]
@@ -133,12 +185,13 @@ def search(
                         remaining -= 1
                         if remaining == 0:
                             return SearchResult(True, steps=steps)
-                    entry = nxt[head]
+                    fresh = True
                     continue
             entry = nxt[entry]
-        else:
+            continue
+        if entry >= 0:
             # A return entry: its operation must have taken effect by now, and none
-            # of the candidates before it could go next. Backtrack.
+            # of the candidates before it could go next.
             depth = len(stack)
             if depth > best_depth:
                 best_depth = depth
@@ -149,11 +202,15 @@ def search(
                     state=state,
                     linearized=linearized,
                 )
+        # Backtrack: undo the last move; undo the one before too while the undone
+        # move was forced (its configuration had no other option).
+        while True:
             if not stack:
                 best.steps = steps
                 return best
             entry = stack.pop()
             state = saved.pop()
+            was_forced = forced.pop()
             i = entry >> 1
             linearized ^= 1 << i
             if has_ret[i]:
@@ -163,4 +220,6 @@ def search(
                 remaining += 1
             nxt[prv[entry]] = entry
             prv[nxt[entry]] = entry
-            entry = nxt[entry]
+            if not was_forced:
+                break
+        entry = nxt[entry]

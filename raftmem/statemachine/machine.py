@@ -16,7 +16,7 @@ Contract with the Raft layer (which calls from ONE thread, the tick thread):
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Self
 
 import apsw
 
@@ -50,6 +50,7 @@ class StateMachine:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
             conn.execute("COMMIT")
         except BaseException as exc:
+            # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL).
             if not conn.getautocommit():
                 conn.execute("ROLLBACK")
             if isinstance(exc, Exception):
@@ -74,7 +75,7 @@ class StateMachine:
         result = ops.HANDLERS[cmd["op"]](conn, cmd)
         ts = cmd.get("ts")
         if request_id is not None and isinstance(ts, int) and not isinstance(ts, bool):
-            ops.record_result(conn, request_id, result, ts)
+            result = ops.record_result(conn, request_id, result, ts)
         return result
 
     # --- snapshots -------------------------------------------------------------
@@ -113,7 +114,7 @@ class StateMachine:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> StateMachine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

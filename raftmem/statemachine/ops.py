@@ -28,6 +28,7 @@ from raftmem.commands import (
 from raftmem.statemachine.schema import (
     MEMORY_COLUMNS,
     canonical_json,
+    fetch,
     memory_from_row,
     vec_table,
 )
@@ -36,7 +37,7 @@ Result = dict[str, Any]
 
 
 class Namespace:
-    __slots__ = ("nid", "name", "dim", "metric", "created_at")
+    __slots__ = ("created_at", "dim", "metric", "name", "nid")
 
     def __init__(self, nid: int, name: str, dim: int, metric: str, created_at: int) -> None:
         self.nid = nid
@@ -67,8 +68,8 @@ def _is_int(v: Any) -> bool:
 
 
 def load_namespace(conn: apsw.Connection, name: str) -> Namespace | None:
-    rows = fetch(conn, 
-        "SELECT nid, name, dim, metric, created_at FROM namespaces WHERE name = ?", (name,)
+    rows = fetch(
+        conn, "SELECT nid, name, dim, metric, created_at FROM namespaces WHERE name = ?", (name,)
     )
     return Namespace(*rows[0]) if rows else None
 
@@ -93,7 +94,8 @@ def _live_row(conn: apsw.Connection, ns: str, mid: str, ts: int) -> tuple[Any, .
     before a purge removes it; ``ts`` (the proposer's clock) decides, so every
     replica decides alike.
     """
-    rows = fetch(conn, 
+    rows = fetch(
+        conn,
         f"SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m WHERE m.ns = ? AND m.id = ?",
         (ns, mid),
     )
@@ -174,8 +176,8 @@ def _put_one(conn: apsw.Connection, ns: Namespace, mem: Any, ts: int) -> Result:
     bad = _check_embedding(ns, mem["embedding"])
     if bad:
         return bad
-    old = fetch(conn, 
-        "SELECT rowid, expires_at FROM memories WHERE ns = ? AND id = ?", (ns.name, mem["id"])
+    old = fetch(
+        conn, "SELECT rowid, expires_at FROM memories WHERE ns = ? AND id = ?", (ns.name, mem["id"])
     )
     if old:
         mrow, expires_at = old[0]
@@ -291,7 +293,7 @@ def patch(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     if "expires_at" in fields:
         new[9] = fields["expires_at"]
     new[6] = row[6] + 1
-    new[8] = ts
+    new[8] = ts if fields else row[8]
     conn.execute(
         "UPDATE memories SET agent_id = ?, text = ?, metadata = ?, tags = ?, version = ?,"
         " updated_at = ?, expires_at = ? WHERE rowid = ?",
@@ -335,7 +337,8 @@ def purge(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
         return invalid("now and dedup_before must be integers")
     # ORDER BY: the same deletes in the same order on every replica, so even
     # sqlite-vec's internal chunk bookkeeping stays identical.
-    expired = fetch(conn, 
+    expired = fetch(
+        conn,
         "SELECT m.rowid, n.nid FROM memories m JOIN namespaces n ON n.name = m.ns"
         " WHERE m.expires_at <= ? ORDER BY m.rowid",
         (now,),
@@ -362,17 +365,18 @@ HANDLERS: dict[str, Callable[[apsw.Connection, dict[str, Any]], Result]] = {
 }
 
 
-def record_result(conn: apsw.Connection, request_id: str, result: Result, ts: int) -> None:
+def record_result(conn: apsw.Connection, request_id: str, result: Result, ts: int) -> Result:
+    """Store ``result`` for dedup; returns it as a retry will see it (same dict, same key order)."""
+    blob = orjson.dumps(result, option=orjson.OPT_SORT_KEYS)
     conn.execute(
-        "INSERT INTO requests(request_id, result, ts) VALUES (?, ?, ?)",
-        (request_id, orjson.dumps(result, option=orjson.OPT_SORT_KEYS), ts),
+        "INSERT INTO requests(request_id, result, ts) VALUES (?, ?, ?)", (request_id, blob, ts)
     )
+    recorded: Result = orjson.loads(blob)
+    return recorded
 
 
 def recorded_result(conn: apsw.Connection, request_id: str) -> Result | None:
-    rows = fetch(conn, 
-        "SELECT result FROM requests WHERE request_id = ?", (request_id,)
-    )
+    rows = fetch(conn, "SELECT result FROM requests WHERE request_id = ?", (request_id,))
     if not rows:
         return None
     result: Result = orjson.loads(rows[0][0])

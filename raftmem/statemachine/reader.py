@@ -19,9 +19,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
-import apsw
 import numpy as np
 import orjson
 
@@ -29,6 +28,7 @@ from raftmem.errors import ValidationError
 from raftmem.statemachine.ops import Namespace, load_namespace
 from raftmem.statemachine.schema import (
     MEMORY_COLUMNS,
+    fetch,
     memory_from_row,
     open_connection,
     read_applied_index,
@@ -160,7 +160,7 @@ class Reader:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> Reader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -190,8 +190,8 @@ class Reader:
         return None if found is None else found.to_dict()
 
     def list_namespaces(self) -> MemoryList:
-        rows = fetch(self._conn, 
-            "SELECT nid, name, dim, metric, created_at FROM namespaces ORDER BY name"
+        rows = fetch(
+            self._conn, "SELECT nid, name, dim, metric, created_at FROM namespaces ORDER BY name"
         )
         return [Namespace(*r).to_dict() for r in rows]
 
@@ -201,7 +201,8 @@ class Reader:
         self, ns: str, id: str, now_ms: int, include_embedding: bool = False
     ) -> dict[str, Any] | None:
         with self.transaction():
-            rows = fetch(self._conn, 
+            rows = fetch(
+                self._conn,
                 f"SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m WHERE m.ns = ? AND m.id = ?"
                 " AND (m.expires_at IS NULL OR m.expires_at > ?)",
                 (ns, id, now_ms),
@@ -216,9 +217,7 @@ class Reader:
             return memory
 
     def _embedding(self, nid: int, mrow: int) -> Params:
-        rows = fetch(self._conn, 
-            f"SELECT embedding FROM {vec_table(nid)} WHERE rowid = ?", (mrow,)
-        )
+        rows = fetch(self._conn, f"SELECT embedding FROM {vec_table(nid)} WHERE rowid = ?", (mrow,))
         return np.frombuffer(rows[0][0], dtype="<f4").tolist()
 
     def list(
@@ -245,7 +244,8 @@ class Reader:
             where.append("m.id > ?")
             params.append(after_id)
         params.append(limit)
-        rows = fetch(self._conn, 
+        rows = fetch(
+            self._conn,
             f"SELECT {MEMORY_COLUMNS} FROM memories m WHERE {' AND '.join(where)}"
             " ORDER BY m.id LIMIT ?",
             params,
@@ -254,7 +254,8 @@ class Reader:
 
     def count(self, ns: str | None = None, now_ms: int | None = None) -> int:
         """Stored memories (all namespaces if ``ns`` is None); live ones only if ``now_ms``."""
-        where, params = [], []
+        where: list[str] = []
+        params: Params = []
         if ns is not None:
             where.append("ns = ?")
             params.append(ns)
@@ -316,9 +317,12 @@ class Reader:
             raise ValidationError("a zero query vector has no cosine distance")
         return q.tobytes()
 
-    def _fetch(self, where: str, params: Params, rowids: Params) -> dict[int, dict[str, Any]]:
+    def _memories_among(
+        self, where: str, params: Params, rowids: Params
+    ) -> dict[int, dict[str, Any]]:
         """Memories among ``rowids`` that pass ``where``, by rowid."""
-        rows = fetch(self._conn, 
+        rows = fetch(
+            self._conn,
             f"SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m"
             f" WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {where}",
             [orjson.dumps(rowids).decode(), *params],
@@ -339,41 +343,42 @@ class Reader:
         table = vec_table(nsdef.nid)
         if has_filter:
             # vec0 applies "rowid IN (...)" before choosing the k nearest.
-            fetch = k + 1
+            limit = k + 1
             sql = (
                 f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?"
                 f" AND rowid IN (SELECT m.rowid FROM memories m WHERE {where})"
             )
-            args: Params = [query, fetch, *params]
+            args: Params = [query, limit, *params]
         else:
             # Only TTL filters: over-fetch by the number of expired-but-unpurged
             # rows (an index count), which is cheaper than an IN list of all rows.
-            expired = fetch(self._conn, 
+            expired = fetch(
+                self._conn,
                 "SELECT count(*) FROM memories WHERE ns = ? AND expires_at <= ?",
                 (nsdef.name, now_ms),
             )[0][0]
-            fetch = k + expired + 1
+            limit = k + expired + 1
             sql = f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?"
-            args = [query, fetch]
-        if fetch > VEC0_MAX_K:
+            args = [query, limit]
+        if limit > VEC0_MAX_K:
             return None
         near = fetch(self._conn, sql, args)
-        found = self._fetch(where, params, [r for r, _ in near])
+        found = self._memories_among(where, params, [r for r, _ in near])
         scored = sorted(
             ((float(d), found[r]) for r, d in near if r in found),
             key=lambda h: (h[0], h[1]["id"]),
         )
-        if len(near) == fetch:
-            # vec0 cut its answer at `fetch`; every row it left out is at least
-            # as far as its last one. The k-th best is exact only if strictly
-            # nearer than that, else a tie may hide a smaller id.
-            if len(scored) < k or scored[k - 1][0] >= float(near[-1][1]):
-                return None
+        # If vec0 cut its answer at `limit`, every row it left out is at least as
+        # far as its last one: the k-th best is exact only if strictly nearer
+        # than that, else a tie may hide a smaller id.
+        if len(near) == limit and (len(scored) < k or scored[k - 1][0] >= float(near[-1][1])):
+            return None
         return scored[:k]
 
     def _scan(self, nsdef: Namespace, query: bytes, k: int, where: str, params: Params) -> Scored:
         fn = _DISTANCE_FN[nsdef.metric]
-        rows = fetch(self._conn, 
+        rows = fetch(
+            self._conn,
             f"SELECT {MEMORY_COLUMNS}, {fn}(v.embedding, ?) AS d"
             f" FROM memories m JOIN {vec_table(nsdef.nid)} v ON v.rowid = m.rowid"
             f" WHERE {where} ORDER BY d, m.id LIMIT ?",
@@ -385,8 +390,8 @@ class Reader:
 
     def _records(self) -> Iterator[tuple[str, dict[str, Any], bytes]]:
         """Every piece of replicated state in a canonical order, rowids excluded."""
-        namespaces = fetch(self._conn, 
-            "SELECT nid, name, dim, metric, created_at FROM namespaces ORDER BY name"
+        namespaces = fetch(
+            self._conn, "SELECT nid, name, dim, metric, created_at FROM namespaces ORDER BY name"
         )
         for row in namespaces:
             yield "namespace", Namespace(*row).to_dict(), b""

@@ -16,7 +16,7 @@ same command writes the same bytes on every replica.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import orjson
@@ -82,6 +82,14 @@ MEMORY_COLUMNS = (
     "m.id, m.ns, m.agent_id, m.text, m.metadata, m.tags, m.version, "
     "m.created_at, m.updated_at, m.expires_at"
 )
+
+
+Row = tuple[Any, ...]
+
+
+def fetch(conn: apsw.Connection, sql: str, params: Any = ()) -> list[Row]:
+    """All rows of a query, typed loosely: our columns are known, apsw's stubs are generic."""
+    return cast(list[Row], conn.execute(sql, params).fetchall())
 
 
 def vec_table(nid: int) -> str:

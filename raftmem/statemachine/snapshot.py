@@ -24,6 +24,7 @@ from raftmem.errors import CorruptionError
 from raftmem.statemachine.schema import (
     SCHEMA_VERSION,
     SNAPSHOT_META_TABLE,
+    fetch,
     migrate,
     open_connection,
     read_applied_index,

@@ -1,0 +1,5 @@
+import sys
+
+from jepsen_like.harness.cli import main
+
+sys.exit(main(["run", *sys.argv[1:]]))

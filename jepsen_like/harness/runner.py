@@ -1,0 +1,501 @@
+"""One run, in Jepsen's phases: setup → chaos → heal → recovery → final reads → check.
+
+    setup      start the nodes, wait until every one is ready, create the
+               namespace (and the register keys), set up the nemeses
+    chaos      `--concurrency` clients run the workload for `--time` seconds
+               while the nemeses follow their seeded schedule
+    heal       end any active fault (the schedule's own heals happen in chaos)
+    recovery   deadline-poll until every node is ready again
+    final      read every key on every node (recorded in the history)
+    check      the linearizability checker on the history, then the reports
+
+Whatever happens (an exception, Ctrl-C, SIGTERM), the nemeses are torn down
+(the iptables chain removed) and every node process the run started is
+stopped, by PID; the same cleanup is registered with `atexit` as a last resort.
+The history recorded so far is always written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tqdm import tqdm
+
+from jepsen_like.checker.check import check_history
+from jepsen_like.checker.history import HistoryError, parse_history
+from jepsen_like.harness import report, timeline
+from jepsen_like.harness.api import Api
+from jepsen_like.harness.cluster import Cluster, ClusterError
+from jepsen_like.harness.config import RunConfig
+from jepsen_like.harness.recorder import Recorder
+from jepsen_like.nemesis import nemeses as nem
+from jepsen_like.nemesis.schedule import Fault, make_schedule
+from jepsen_like.workloads import Op, Workload
+from jepsen_like.workloads import build as build_workload
+from jepsen_like.workloads.client import Completion, RegisterClient
+
+EXIT_OK, EXIT_INVALID, EXIT_UNKNOWN, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    exit_code: int
+    results: dict[str, Any]
+
+
+@dataclass
+class Pacer:
+    """Spaces invocations over all clients to `rate` per second (a timed schedule, not a sync)."""
+
+    rate: float
+    _next: float = field(default_factory=time.monotonic)
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        at = max(self._next, now)
+        self._next = at + 1.0 / self.rate
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+@dataclass
+class Counters:
+    by_type: dict[str, int] = field(default_factory=lambda: {"ok": 0, "fail": 0, "info": 0})
+
+    def add(self, kind: str) -> None:
+        self.by_type[kind] += 1
+
+    def text(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.by_type.items())
+
+
+def combine(verdicts: list[Any]) -> Any:
+    """false beats unknown beats true."""
+    if any(v is False for v in verdicts):
+        return False
+    if any(v != True for v in verdicts):  # "unknown" is neither true nor false
+        return "unknown"
+    return True
+
+
+def exit_code_for(valid: Any) -> int:
+    if valid is True:
+        return EXIT_OK
+    return EXIT_INVALID if valid is False else EXIT_UNKNOWN
+
+
+def make_run_dir(store: Path, label: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    base = store / f"{label}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+async def perform(client: RegisterClient, op: Op) -> Completion:
+    if op.f == "read":
+        return await client.read(op.key)
+    if op.f == "write":
+        return await client.write(op.key, op.value)
+    return await client.cas(op.key, op.value[0], op.value[1])
+
+
+class Run:
+    def __init__(self, cfg: RunConfig, say: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.workload: Workload = build_workload(cfg.workload, cfg.keys)
+        self.run_dir = make_run_dir(cfg.store, cfg.label())
+        self.cluster = Cluster(self.run_dir / "nodes", cfg.nodes, cfg.groups, list(cfg.node_args))
+        self.recorder = Recorder()
+        self.counters = Counters()
+        self.nemeses: dict[str, nem.Nemesis] = {}
+        self.nemesis_setup: dict[str, Any] = {}
+        self.schedule: list[Fault] = make_schedule(
+            cfg.seed, cfg.nemeses, cfg.time_s, self.cluster.node_ids, cfg.groups,
+            cfg.fault_s, cfg.healthy_s, cfg.partition_modes)
+        self.timeline: list[dict[str, Any]] = []
+        self.phases: dict[str, list[int]] = {}
+        self.active_fault: str = "-"
+        self.errors: list[str] = []
+        self.final: dict[str, dict[str, Any]] = {}
+        self.recovery: dict[str, Any] = {}
+        self.interrupted = False
+        self.next_process = cfg.clients
+        self._say = say or (lambda s: None)
+        self._torn_down = False
+
+    def say(self, text: str) -> None:
+        self._say(f"[{self.cfg.label()}] {text}")
+
+    # -- phases ------------------------------------------------------------
+
+    def _phase(self, name: str) -> None:
+        now = self.recorder.now()
+        for span in self.phases.values():
+            if len(span) == 1:
+                span.append(now)
+        self.phases[name] = [now]
+
+    async def main(self) -> None:
+        cfg = self.cfg
+        atexit.register(self.teardown)
+        self.cluster.prepare(cluster_id=f"jepsen-{self.run_dir.name}")
+        self.say(f"run directory {self.run_dir}")
+        self.say(f"starting {cfg.nodes} nodes on 127.0.0.11..{10 + cfg.nodes}")
+        self.cluster.start_all()
+        async with Api(cfg.op_timeout_s) as api:
+            self.cluster.api = api
+            took = await self.cluster.wait_ready(cfg.ready_timeout_s)
+            self.say(f"all nodes ready in {took:.1f}s")
+            clients = {
+                p.id: RegisterClient(api, p.url, f"{self.run_dir.name}-{p.id}",
+                                     consistency=cfg.consistency)
+                for p in self.cluster.nodes
+            }
+            await self._setup_workload(clients[self.cluster.node_ids[0]])
+            for name in cfg.nemeses:
+                n = nem.build(name, self.cluster, cfg.partition_via)
+                self.nemeses[name] = n
+                self.nemesis_setup[name] = await n.setup()
+            if self.nemesis_setup:
+                self.say(f"nemeses ready: {self.nemesis_setup}")
+            self.recorder = Recorder()  # time 0 of the history: the start of the chaos phase
+            try:
+                await self._chaos(clients)
+                self._phase("recovery")
+                self.say("healed; waiting for every node to be ready")
+                try:
+                    took = await self.cluster.wait_ready(cfg.recovery_timeout_s)
+                    self.recovery = {"recovered": True, "seconds": round(took, 3)}
+                except ClusterError as exc:
+                    self.recovery = {"recovered": False, "error": str(exc)}
+                    self.errors.append(f"recovery: {exc}")
+                    self.say(f"NOT RECOVERED: {exc}")
+                self._phase("final")
+                await self._final_reads(clients)
+                self._phase("done")
+            except asyncio.CancelledError:
+                self.interrupted = True
+                self.say("interrupted: healing, stopping nodes, writing what was recorded")
+                await self._heal_all()
+
+    async def _setup_workload(self, client: RegisterClient) -> None:
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        while True:
+            try:
+                await self.workload.setup(client)
+                return
+            except Exception as exc:  # retried until the deadline, then raised
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"workload setup failed: {exc}") from exc
+            await asyncio.sleep(0.2)  # retry interval of a loop with its own deadline
+
+    async def _chaos(self, clients: dict[str, RegisterClient]) -> None:
+        cfg = self.cfg
+        self._phase("chaos")
+        stop = asyncio.Event()
+        pacer = Pacer(cfg.rate) if cfg.rate else None
+        self.say(f"chaos for {cfg.time_s:g}s: {cfg.clients} clients, workload {cfg.workload}, "
+                 f"nemesis {'+'.join(cfg.nemeses) or 'none'}, {len(self.schedule)} faults, "
+                 f"seed {cfg.seed}")
+        workers = [asyncio.create_task(self._worker(i, clients, stop, pacer))
+                   for i in range(cfg.clients)]
+        nemesis = asyncio.create_task(self._nemesis(stop))
+        bar = tqdm(total=round(cfg.time_s), unit="s", desc="chaos", disable=not cfg.progress,
+                   file=sys.stderr, dynamic_ncols=True, leave=True)
+        start = time.monotonic()
+        try:
+            while (elapsed := time.monotonic() - start) < cfg.time_s:
+                bar.n = min(round(elapsed), bar.total)
+                bar.set_postfix_str(f"{self.counters.text()} fault={self.active_fault}",
+                                    refresh=False)
+                bar.refresh()
+                await asyncio.sleep(min(0.5, cfg.time_s - elapsed))  # progress refresh period
+            bar.n = bar.total
+            bar.set_postfix_str(self.counters.text(), refresh=True)
+        finally:
+            bar.close()
+            stop.set()
+            self._phase("heal")
+            # Clients stop invoking; in-flight operations end within their timeouts.
+            results = await asyncio.gather(nemesis, *workers, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                    self.errors.append("".join(traceback.format_exception(r)))
+            await self._heal_all()
+
+    async def _worker(self, i: int, clients: dict[str, RegisterClient], stop: asyncio.Event,
+                      pacer: Pacer | None) -> None:
+        cfg = self.cfg
+        node = self.cluster.nodes[i % len(self.cluster.nodes)]
+        client = clients[node.id]
+        rng = random.Random(f"{cfg.seed}/client/{i}")
+        seen: dict[str, Any] = {}
+        process = i
+        while not stop.is_set():
+            if pacer is not None:
+                await pacer.wait()
+                if stop.is_set():
+                    break
+            op = self.workload.generator.next_op(rng, seen)
+            key = self.workload.history_key(op.key)
+            op_id = self.recorder.invoke(process, op.f, key, op.value, node=node.id)
+            try:
+                c = await perform(client, op)
+            except asyncio.CancelledError:
+                self.recorder.complete(op_id, "info", None if op.f == "read" else op.value,
+                                       node=node.id, error="interrupted")
+                raise
+            value = c.value if op.f == "read" else op.value
+            if op.f == "read" and c.type != "ok":
+                value = None
+            self.recorder.complete(op_id, c.type, value, node=node.id, **c.extra())
+            self.counters.add(c.type)
+            if c.type == "ok":
+                seen[op.key] = value if op.f != "cas" else op.value[1]
+            elif c.type == "info":
+                # Jepsen: a process whose operation may still be in flight is
+                # never reused; the client carries on as a new process.
+                process += cfg.clients
+            if c.error is not None and "connect" in c.error:
+                # The node is down: back off instead of filling the history
+                # with thousands of instant refusals (a rate, not a sync).
+                await asyncio.sleep(0.1)
+        self.next_process = max(self.next_process, process + 1)
+
+    async def _nemesis(self, stop: asyncio.Event) -> None:
+        t0 = time.monotonic()
+
+        async def until(offset: float) -> bool:
+            """Wait until `offset` s into the chaos phase; True if the phase ended first."""
+            remaining = t0 + offset - time.monotonic()
+            if stop.is_set():
+                return True
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(stop.wait(), remaining)
+                return True
+            except TimeoutError:
+                return False
+
+        for k, fault in enumerate(self.schedule):
+            if await until(fault.start):
+                return
+            n = self.nemeses[fault.nemesis]
+            entry: dict[str, Any] = {"nemesis": fault.nemesis, "planned": fault.to_json(),
+                                     "health_before": await self.cluster.health(),
+                                     "start_ns": self.recorder.now()}
+            self.timeline.append(entry)
+            try:
+                entry["inject"] = await n.inject(fault.params)
+            except Exception as exc:  # noqa: BLE001 - a failed fault is reported, the run goes on
+                entry["error"] = f"inject: {exc}"
+                self.errors.append(f"nemesis {fault.nemesis} inject: {exc}")
+            what = timeline.describe_fault(entry.get("inject", {}))
+            self.active_fault = f"{fault.nemesis}: {what}"
+            ended = await until(fault.end)
+            entry["heal"] = await self._heal(n)
+            entry["end_ns"] = self.recorder.now()
+            self.active_fault = "-"
+            if ended:
+                return  # the recovery phase waits for the nodes
+            # Health after the heal: how long until every node is ready again,
+            # within the healthy stretch before the next fault.
+            nxt = self.schedule[k + 1].start if k + 1 < len(self.schedule) else self.cfg.time_s
+            budget = max(0.5, nxt - (time.monotonic() - t0))
+            try:
+                entry["recovered_s"] = round(await self.cluster.wait_ready(budget), 3)
+            except ClusterError as exc:
+                entry["recovered_s"] = None
+                entry["recovery_error"] = str(exc)
+            entry["health_after"] = await self.cluster.health()
+
+    async def _heal(self, n: nem.Nemesis) -> dict[str, Any]:
+        try:
+            return await n.heal()
+        except Exception as exc:  # noqa: BLE001 - reported; teardown heals again
+            self.errors.append(f"nemesis {n.name} heal: {exc}")
+            return {"error": str(exc)}
+
+    async def _heal_all(self) -> None:
+        for n in self.nemeses.values():
+            await self._heal(n)
+        for p in self.cluster.nodes:  # nothing stays down or paused after the chaos phase
+            if p.paused:
+                self.cluster.resume(p.id)
+            if not p.alive():
+                self.cluster.restart(p.id)
+
+    async def _final_reads(self, clients: dict[str, RegisterClient]) -> None:
+        """Read every key on every node, retrying each until ok or the deadline."""
+        deadline = time.monotonic() + self.cfg.final_read_timeout_s
+
+        async def reader(node_id: str, process: int) -> None:
+            client = clients[node_id]
+            for key in self.workload.keys:
+                hkey = self.workload.history_key(key)
+                got: dict[str, Any] = {"ok": False, "attempts": 0}
+                self.final.setdefault(key, {})[node_id] = got
+                while True:
+                    op_id = self.recorder.invoke(process, "read", hkey, None, node=node_id,
+                                                 final=True)
+                    c = await client.read(key)
+                    got["attempts"] += 1
+                    self.recorder.complete(op_id, c.type, c.value if c.type == "ok" else None,
+                                           node=node_id, final=True, **c.extra())
+                    self.counters.add(c.type)
+                    if c.type == "ok":
+                        got.update(ok=True, value=c.value)
+                        break
+                    if time.monotonic() > deadline:
+                        got["error"] = c.error
+                        break
+                    await asyncio.sleep(0.2)  # retry interval of a loop with its own deadline
+
+        base = self.next_process
+        self.say(f"final reads of {len(self.workload.keys)} keys on every node")
+        await asyncio.gather(*(reader(nid, base + i)
+                               for i, nid in enumerate(self.cluster.node_ids)))
+
+    # -- teardown ------------------------------------------------------------
+
+    def teardown(self) -> None:
+        """Remove every fault and stop every node we started. Idempotent; also runs at exit."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        for n in self.nemeses.values():
+            try:
+                n.teardown()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
+                self.errors.append(f"nemesis {n.name} teardown: {exc}")
+        try:
+            self.cluster.stop_all()
+        finally:
+            atexit.unregister(self.teardown)
+
+    # -- results -------------------------------------------------------------
+
+    def finish(self, error: BaseException | None) -> RunOutcome:
+        cfg = self.cfg
+        if error is not None:
+            self.errors.append("".join(traceback.format_exception(error)))
+        closed = self.recorder.close_open("never completed (run ended)")
+        history = self.recorder.document(
+            name=self.run_dir.name, model=self.workload.model, initial_value=None,
+            notes=f"jepsen_like run: {cfg.replay_command()}",
+            workload=cfg.workload, nodes=self.cluster.node_ids,
+            nemesis=self.timeline, phases=self.phases,
+        )
+        history_path = self.run_dir / "history.json"
+        history_path.write_bytes(orjson.dumps(history))
+        checkers: dict[str, Any] = {}
+        if self.recorder.events:
+            self.say(f"checking {len(self.recorder.events) // 2} operations "
+                     f"(time limit {cfg.checker_timeout_s:g}s)")
+            try:
+                result = check_history(parse_history(history, source=str(history_path)),
+                                       timeout=cfg.checker_timeout_s)
+                checkers["linearizable"] = result.to_json()
+                checkers["linearizable"]["valid"] = result.linearizable
+            except HistoryError as exc:
+                checkers["linearizable"] = {"valid": "unknown", "reason": f"bad history: {exc}"}
+        else:
+            checkers["linearizable"] = {"valid": "unknown", "reason": "no operations recorded"}
+        checkers["final-reads"] = report.final_reads_verdict(self.final, self.workload.keys,
+                                                             self.cluster.node_ids)
+        valid = combine([c["valid"] for c in checkers.values()])
+        code = exit_code_for(valid)
+        if self.interrupted:
+            code = EXIT_INTERRUPTED
+        elif error is not None:
+            # The run broke; a violation in what was recorded still counts.
+            code = EXIT_INVALID if checkers["linearizable"]["valid"] is False else EXIT_ERROR
+        elif valid is True and self.errors:
+            # A pass with a broken fault or a crashed client proves less than it says.
+            code = EXIT_ERROR
+        results = {
+            "name": self.run_dir.name,
+            "valid": valid,
+            "exit_code": code,
+            "checkers": checkers,
+            "counts": report.counts(history["ops"]),
+            "latency_ms": report.latencies(history["ops"]),
+            "throughput": report.throughput(history["ops"], self.phases),
+            "command": [sys.executable, "-m", "jepsen_like", *cfg.argv] if cfg.argv else None,
+            "replay": cfg.replay_command(),
+            "seed": cfg.seed,
+            "config": cfg.to_json(),
+            "nemesis": {"setup": self.nemesis_setup,
+                        "schedule": [f.to_json() for f in self.schedule],
+                        "timeline": self.timeline},
+            "phases_ns": self.phases,
+            "recovery": self.recovery,
+            "final_reads": self.final,
+            "synthetic_infos": closed,
+            "interrupted": self.interrupted,
+            "errors": self.errors,
+            "nodes": {p.id: {"api": p.api, "starts": p.starts,
+                             "log": str(p.log_path.relative_to(self.run_dir))}
+                      for p in self.cluster.nodes},
+        }
+        (self.run_dir / "results.json").write_bytes(
+            orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
+        try:
+            timeline.write(self.run_dir / "timeline.html", history, results)
+        except Exception as exc:  # noqa: BLE001 - a broken report must not hide the verdict
+            self.errors.append(f"timeline.html: {exc}")
+        if valid is True and not cfg.keep_data:
+            for p in self.cluster.nodes:
+                shutil.rmtree(p.dir / "data", ignore_errors=True)
+        return RunOutcome(self.run_dir, code, results)
+
+
+def execute(cfg: RunConfig, say: Callable[[str], None] | None = None) -> RunOutcome:
+    """Run the whole test; always tears down, always writes the run directory."""
+    run = Run(cfg, say)
+    error: BaseException | None = None
+
+    async def guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            await run.main()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        run.interrupted = True
+    except Exception as exc:  # noqa: BLE001 - recorded in results.json, exit code 3
+        error = exc
+        run.say(f"ERROR: {exc}")
+    finally:
+        run.teardown()
+    outcome = run.finish(error)
+    if os.environ.get("JEPSEN_LIKE_DEBUG") and run.errors:
+        for e in run.errors:
+            print(e, file=sys.stderr)
+    return outcome

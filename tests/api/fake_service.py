@@ -1,0 +1,340 @@
+"""An in-memory :class:`raftmem.types.MemoryService` with the node's semantics, for API tests.
+
+Semantics it shares with the real node (the API tests rely on them):
+
+* a namespace has a fixed ``dim`` and ``metric``; re-creating it identically is
+  ``created=False``, differently is ``Conflict(code="namespace_conflict")``;
+* an unknown namespace is ``NotFound(code="namespace_not_found")``, an unknown
+  (or expired) memory ``NotFound(code="not_found")``;
+* an embedding whose length is not the namespace's dim is
+  ``ValidationError(code="dimension_mismatch")`` (in a batch: the whole batch,
+  ``field="memories[i].embedding"``); a zero cosine query vector is a ValidationError;
+* ``if_version`` that is not the current version is ``Conflict(code="version_mismatch")``;
+  putting an id that exists is ``Conflict(code="already_exists")``;
+* a write retried with the same ``request_id`` returns the first result and
+  applies once;
+* memories carry ``embedding`` only when asked for; versions start at 1;
+  ``list_memories`` orders by id with an opaque cursor.
+
+Every call is recorded in ``calls`` (name, args) so tests can assert that bad
+input never reached the service; ``fail_with`` makes the next call raise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from raftmem.errors import Conflict, NotFound, RaftmemError, ValidationError
+from raftmem.types import Memory, ReadOptions, SearchFilter
+
+START_MS = 1_700_000_000_000
+
+
+class FakeMemoryService:
+    def __init__(self) -> None:
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self.memories: dict[str, dict[str, Memory]] = {}
+        self.applied: dict[str, Any] = {}  # request_id -> the first result
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.now_ms = START_MS
+        self.ready = True
+        self.fail_with: BaseException | None = None
+        self._next_id = 0
+
+    # ------------------------------------------------------------------ test helpers
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A deep copy of everything stored, to compare before and after a request."""
+        return copy.deepcopy(self.namespaces), copy.deepcopy(self.memories)
+
+    def _enter(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+        if self.fail_with is not None:
+            error, self.fail_with = self.fail_with, None
+            raise error
+
+    def _tick(self) -> int:
+        self.now_ms += 1
+        return self.now_ms
+
+    def _namespace(self, ns: str) -> dict[str, Any]:
+        if ns not in self.namespaces:
+            raise NotFound(f"namespace {ns!r} does not exist", code="namespace_not_found")
+        return self.namespaces[ns]
+
+    def _memory(self, ns: str, memory_id: str) -> Memory:
+        self._namespace(ns)
+        memory = self.memories[ns].get(memory_id)
+        if memory is None or (
+            memory["expires_at"] is not None and memory["expires_at"] <= self.now_ms
+        ):
+            raise NotFound(f"memory {memory_id!r} does not exist in {ns!r}")
+        return memory
+
+    def _check_dim(self, ns: str, embedding: list[float], where: str = "embedding") -> None:
+        dim = self._namespace(ns)["dim"]
+        if len(embedding) != dim:
+            raise ValidationError(
+                f"{where} has {len(embedding)} dimensions; namespace {ns!r} has {dim}",
+                code="dimension_mismatch",
+                field=where,
+            )
+
+    @staticmethod
+    def _show(memory: Memory, include_embedding: bool) -> Memory:
+        shown = copy.deepcopy(memory)
+        if not include_embedding:
+            shown.pop("embedding")
+        return shown
+
+    def _expiry(self, now: int, ttl_s: float | None) -> int | None:
+        return None if ttl_s is None else now + int(ttl_s * 1000)
+
+    def _once(self, request_id: str | None, key: tuple[Any, ...]) -> Any:
+        if request_id is None:
+            return None
+        return self.applied.get(repr((request_id, key)))
+
+    def _remember(self, request_id: str | None, key: tuple[Any, ...], result: Any) -> Any:
+        if request_id is not None:
+            self.applied[repr((request_id, key))] = copy.deepcopy(result)
+        return result
+
+    # ------------------------------------------------------------------ namespaces
+
+    async def create_namespace(self, ns: str, dim: int, metric: str) -> tuple[dict[str, Any], bool]:
+        self._enter("create_namespace", ns, dim, metric)
+        existing = self.namespaces.get(ns)
+        if existing is not None:
+            if (existing["dim"], existing["metric"]) != (dim, metric):
+                raise Conflict(
+                    f"namespace {ns!r} exists with dim={existing['dim']} "
+                    f"metric={existing['metric']}",
+                    code="namespace_conflict",
+                )
+            return dict(existing), False
+        self.namespaces[ns] = {"name": ns, "dim": dim, "metric": metric,
+                               "created_at": self._tick()}
+        self.memories[ns] = {}
+        return dict(self.namespaces[ns]), True
+
+    async def get_namespace(self, ns: str) -> dict[str, Any]:
+        self._enter("get_namespace", ns)
+        return dict(self._namespace(ns))
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        self._enter("list_namespaces")
+        return [dict(self.namespaces[name]) for name in sorted(self.namespaces)]
+
+    # ------------------------------------------------------------------ writes
+
+    def _insert(self, ns: str, item: dict[str, Any]) -> Memory:
+        self._check_dim(ns, item["embedding"])
+        if "id" in item:
+            memory_id = item["id"]
+        else:
+            self._next_id += 1
+            memory_id = f"m-{self._next_id:06d}"
+        if memory_id in self.memories[ns]:
+            raise Conflict(f"memory {memory_id!r} already exists", code="already_exists")
+        now = self._tick()
+        memory: Memory = {
+            "id": memory_id,
+            "namespace": ns,
+            "agent_id": item["agent_id"],
+            "text": item["text"],
+            "metadata": copy.deepcopy(item.get("metadata", {})),
+            "tags": list(item.get("tags", [])),
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": self._expiry(now, item.get("ttl_s")),
+            "embedding": [float(x) for x in item["embedding"]],
+        }
+        self.memories[ns][memory_id] = memory
+        return self._show(memory, False)
+
+    async def put_memory(self, ns: str, memory: dict[str, Any], request_id: str | None) -> Memory:
+        self._enter("put_memory", ns, copy.deepcopy(memory), request_id)
+        key = ("put", ns)
+        if (done := self._once(request_id, key)) is not None:
+            return copy.deepcopy(done)
+        self._namespace(ns)
+        return self._remember(request_id, key, self._insert(ns, memory))
+
+    async def put_batch(
+        self, ns: str, memories: list[dict[str, Any]], request_id: str | None
+    ) -> list[dict[str, Any]]:
+        self._enter("put_batch", ns, copy.deepcopy(memories), request_id)
+        key = ("batch", ns)
+        if (done := self._once(request_id, key)) is not None:
+            return copy.deepcopy(done)
+        # As the node: a wrong dimension anywhere refuses the whole batch; other
+        # failures (an existing id) are per-item results.
+        for i, item in enumerate(memories):
+            self._check_dim(ns, item["embedding"], where=f"memories[{i}].embedding")
+        results: list[dict[str, Any]] = []
+        for item in memories:
+            try:
+                results.append({"ok": True, "memory": self._insert(ns, item)})
+            except RaftmemError as exc:
+                results.append({"ok": False, "error": exc.to_body()["error"]})
+        return self._remember(request_id, key, results)
+
+    async def patch_memory(
+        self,
+        ns: str,
+        memory_id: str,
+        fields: dict[str, Any],
+        if_version: int | None,
+        request_id: str | None,
+    ) -> Memory:
+        self._enter("patch_memory", ns, memory_id, copy.deepcopy(fields), if_version, request_id)
+        key = ("patch", ns, memory_id)
+        if (done := self._once(request_id, key)) is not None:
+            return copy.deepcopy(done)
+        memory = self._memory(ns, memory_id)
+        if if_version is not None and if_version != memory["version"]:
+            raise Conflict(
+                f"memory {memory_id!r} is at version {memory['version']}, not {if_version}",
+                code="version_mismatch",
+                current_version=memory["version"],
+            )
+        if "embedding" in fields:
+            self._check_dim(ns, fields["embedding"])
+        now = self._tick()
+        for name in ("text", "agent_id"):
+            if name in fields:
+                memory[name] = fields[name]
+        if "metadata" in fields:
+            memory["metadata"] = copy.deepcopy(fields["metadata"])
+        if "tags" in fields:
+            memory["tags"] = list(fields["tags"])
+        if "embedding" in fields:
+            memory["embedding"] = [float(x) for x in fields["embedding"]]
+        if "ttl_s" in fields:
+            memory["expires_at"] = self._expiry(now, fields["ttl_s"])
+        memory["version"] += 1
+        memory["updated_at"] = now
+        return self._remember(request_id, key, self._show(memory, False))
+
+    async def delete_memory(
+        self, ns: str, memory_id: str, if_version: int | None, request_id: str | None
+    ) -> None:
+        self._enter("delete_memory", ns, memory_id, if_version, request_id)
+        key = ("delete", ns, memory_id)
+        if self._once(request_id, key) is not None:
+            return
+        memory = self._memory(ns, memory_id)
+        if if_version is not None and if_version != memory["version"]:
+            raise Conflict(
+                f"memory {memory_id!r} is at version {memory['version']}, not {if_version}",
+                code="version_mismatch",
+                current_version=memory["version"],
+            )
+        del self.memories[ns][memory_id]
+        self._remember(request_id, key, True)
+
+    # ------------------------------------------------------------------ reads
+
+    def _live(self, ns: str) -> list[Memory]:
+        self._namespace(ns)
+        return [
+            m for _, m in sorted(self.memories[ns].items())
+            if m["expires_at"] is None or m["expires_at"] > self.now_ms
+        ]
+
+    async def get_memory(
+        self, ns: str, memory_id: str, opts: ReadOptions, include_embedding: bool = False
+    ) -> Memory:
+        self._enter("get_memory", ns, memory_id, opts, include_embedding)
+        return self._show(self._memory(ns, memory_id), include_embedding)
+
+    async def list_memories(
+        self,
+        ns: str,
+        agent_id: str | None,
+        tag: str | None,
+        limit: int,
+        cursor: str | None,
+        opts: ReadOptions,
+    ) -> tuple[list[Memory], str | None]:
+        self._enter("list_memories", ns, agent_id, tag, limit, cursor, opts)
+        after = ""
+        if cursor is not None:
+            if not cursor.startswith("after:"):
+                raise ValidationError("malformed cursor", field="cursor")
+            after = cursor[len("after:"):]
+        matching = [
+            m for m in self._live(ns)
+            if m["id"] > after
+            and (agent_id is None or m["agent_id"] == agent_id)
+            and (tag is None or tag in m["tags"])
+        ]
+        page = matching[:limit]
+        next_cursor = f"after:{page[-1]['id']}" if len(matching) > limit else None
+        return [self._show(m, False) for m in page], next_cursor
+
+    async def search(
+        self, ns: str, embedding: list[float], k: int, flt: SearchFilter, opts: ReadOptions
+    ) -> list[dict[str, Any]]:
+        self._enter("search", ns, list(embedding), k, flt, opts)
+        self._check_dim(ns, embedding)
+        metric = self._namespace(ns)["metric"]
+        if metric == "cosine" and not any(embedding):
+            raise ValidationError("a zero query vector has no cosine distance", field="embedding")
+        scored = []
+        for memory in self._live(ns):
+            if not _matches(memory, flt):
+                continue
+            distance, score = _distance(metric, embedding, memory["embedding"])
+            scored.append((distance, memory["id"], score, memory))
+        scored.sort(key=lambda row: (row[0], row[1]))
+        return [
+            {"memory": self._show(memory, True), "score": score, "distance": distance}
+            for distance, _, score, memory in scored[:k]
+        ]
+
+    # ------------------------------------------------------------------ probes and admin
+
+    def health(self) -> dict[str, Any]:
+        self._enter("health")
+        return {"status": "ok", "node_id": "fake-1"}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        self._enter("readiness")
+        return self.ready, {"groups": {"g1": "leader" if self.ready else "no_leader"}}
+
+    async def cluster_state(self) -> dict[str, Any]:
+        self._enter("cluster_state")
+        return {"nodes": [{"id": "fake-1", "address": "127.0.0.1:7000"}], "groups": []}
+
+    def isolate(self, peers: list[str]) -> None:
+        self.isolated = sorted(set(getattr(self, "isolated", [])) | set(peers))
+
+    def heal(self) -> None:
+        self.isolated = []
+
+
+def _matches(memory: Memory, flt: SearchFilter) -> bool:
+    tags = set(memory["tags"])
+    return (
+        (flt.agent_id is None or memory["agent_id"] == flt.agent_id)
+        and (not flt.tags_any or bool(tags & set(flt.tags_any)))
+        and set(flt.tags_all) <= tags
+        and all(memory["metadata"].get(k) == v for k, v in flt.metadata.items())
+        and (flt.created_after is None or memory["created_at"] > flt.created_after)
+        and (flt.created_before is None or memory["created_at"] < flt.created_before)
+    )
+
+
+def _distance(metric: str, a: list[float], b: list[float]) -> tuple[float, float]:
+    """(distance, score): cosine distance and similarity, or L2 distance and 1/(1+d)."""
+    if metric == "l2":
+        distance = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
+        return distance, 1.0 / (1.0 + distance)
+    norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    similarity = sum(x * y for x, y in zip(a, b, strict=True)) / norms if norms else 0.0
+    return 1.0 - similarity, similarity
