@@ -16,6 +16,7 @@ before the read began.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import time
@@ -53,8 +54,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new_memory_id(ts: int) -> str:
-    """Time-ordered ids: listing by id is listing by creation time."""
+def new_memory_id(ts: int, request_key: str | None = None) -> str:
+    """An id for a memory stored without one.
+
+    Time-ordered (listing by id is listing by creation time). When the client
+    gave a request id, the random part is derived from it: a retry of the same
+    request must route to the same group to be recognised there, so it must
+    get the same id even though its timestamp differs.
+    """
+    if request_key is not None:
+        return "r" + hashlib.blake2b(request_key.encode(), digest_size=12).hexdigest()
     return f"{ts:012x}{uuid.uuid4().hex[:12]}"
 
 
@@ -283,10 +292,10 @@ class Node:
 
     # -- memories ---------------------------------------------------------
 
-    def _memory_for_put(self, m: dict[str, Any], ts: int) -> dict[str, Any]:
+    def _memory_for_put(self, m: dict[str, Any], ts: int, request_key: str | None) -> dict[str, Any]:
         ttl = m.get("ttl_s")
         return {
-            "id": m.get("id") or new_memory_id(ts),
+            "id": m.get("id") or new_memory_id(ts, request_key),
             "agent_id": m["agent_id"],
             "text": m["text"],
             "embedding": m["embedding"],
@@ -299,7 +308,7 @@ class Node:
         d = await self._namespace(ns)
         self._check_dim(d, memory["embedding"])
         ts = now_ms()
-        m = self._memory_for_put(memory, ts)
+        m = self._memory_for_put(memory, ts, None if request_id is None else f"{ns}/{request_id}")
         rid = request_id or uuid.uuid4().hex
         group = self.table.group_for(ns, m["id"])
         res = await self._write_ns(
@@ -317,7 +326,7 @@ class Node:
         rid = request_id or uuid.uuid4().hex
         by_group: dict[int, list[tuple[int, dict[str, Any]]]] = {}
         for i, m in enumerate(memories):
-            pm = self._memory_for_put(m, ts)
+            pm = self._memory_for_put(m, ts, None if request_id is None else f"{ns}/{rid}/{i}")
             by_group.setdefault(self.table.group_for(ns, pm["id"]), []).append((i, pm))
 
         async def one(group: int, items: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, Any]]:

@@ -49,7 +49,7 @@ class Violation:
 
     key: Key
     op: int  # the operation that could not be linearized by its completion
-    window: list[int]  # that op and the ops concurrent with it not yet linearized
+    window: list[int]  # that op and the ops concurrent with it, in invocation order
     prefix: list[int]  # the longest linearized prefix found, in linearization order
     state: Any  # the model state (JSON) after `prefix`
 
@@ -85,7 +85,9 @@ class CheckResult:
         }
         if self.violation is not None:
             doc.update(self.violation.to_json())
-            doc["failing_keys"] = [list(k) if isinstance(k, tuple) else k for k in self.failing_keys]
+            doc["failing_keys"] = [
+                list(k) if isinstance(k, tuple) else k for k in self.failing_keys
+            ]
         else:
             doc.update({"key": None, "window": []})
         if self.reason:
@@ -122,13 +124,12 @@ def check_history(history: History, timeout: float | None = DEFAULT_TIMEOUT) -> 
         elif found.linearizable is False:
             assert found.stuck is not None
             stuck = part.ops[found.stuck]
-            # Every op not yet linearized that was invoked before the stuck op
-            # completed overlaps it: an op that completed before the stuck op's
-            # invocation would have stopped the search earlier.
+            # The window: the stuck op and every op taking part that overlaps it in
+            # real time (an info op's window never closes), linearized or not.
             window = [
                 op.id
-                for i, op in enumerate(part.ops)
-                if op.call < stuck.ret and not (found.linearized >> i) & 1
+                for op in part.ops
+                if op.call < stuck.ret and (op.type == "info" or op.ret > stuck.call)
             ]
             violations.append(
                 Violation(
@@ -140,27 +141,31 @@ def check_history(history: History, timeout: float | None = DEFAULT_TIMEOUT) -> 
                 )
             )
     seconds = time.monotonic() - start
-    common = {"name": history.name, "model": history.model, "seconds": seconds}
     if violations:
-        smallest = min(violations, key=lambda v: len(v.window))
         return CheckResult(
-            **common,
-            linearizable=False,
-            violation=smallest,
+            history.name,
+            history.model,
+            False,
+            seconds,
+            violation=min(violations, key=lambda v: len(v.window)),
             failing_keys=[v.key for v in violations],
+            reason=_timeout_reason(timed_out, timeout) if timed_out else "",
             partitions=len(parts),
             steps=steps,
-            reason=_timeout_reason(timed_out, timeout) if timed_out else "",
         )
     if timed_out:
         return CheckResult(
-            **common,
-            linearizable="unknown",
+            history.name,
+            history.model,
+            "unknown",
+            seconds,
             reason=_timeout_reason(timed_out, timeout),
             partitions=len(parts),
             steps=steps,
         )
-    return CheckResult(**common, linearizable=True, partitions=len(parts), steps=steps)
+    return CheckResult(
+        history.name, history.model, True, seconds, partitions=len(parts), steps=steps
+    )
 
 
 def _timeout_reason(keys: list[Key], timeout: float | None) -> str:
@@ -180,11 +185,9 @@ def takes_part(op: Operation) -> bool:
     if op.type == "fail":
         # Definitely did not take effect: leave it out.
         return False
-    if op.type == "info" and _read_only(op):
-        # It may have taken effect, but a read changes nothing and its value is
-        # unknown, so it constrains nothing either way.
-        return False
-    return True
+    # An info read may have taken effect, but a read changes nothing and its
+    # value is unknown, so it constrains nothing either way.
+    return not (op.type == "info" and _read_only(op))
 
 
 def _read_only(op: Operation) -> bool:

@@ -112,8 +112,15 @@ def generate_history(
 
     def record(kind: str, op: _Op, at: int, val: Any) -> None:
         events.append(
-            {"process": op.process, "type": kind, "f": op.f, "key": op.key, "value": val,
-             "id": op.id, "time": at}
+            {
+                "process": op.process,
+                "type": kind,
+                "f": op.f,
+                "key": op.key,
+                "value": val,
+                "id": op.id,
+                "time": at,
+            }
         )
 
     while queue:
@@ -185,9 +192,10 @@ def generate_history(
                 client.process = next_process
                 next_process += 1
             schedule(now + 1 + int(rng.expovariate(1 / think_ns)), _INVOKE, client)
+    shape = f"{keys}keys-" if model == "kv" else ""
     return {
         "format": 1,
-        "name": name or f"generated-{model}-{ops}ops-{keys}keys-{processes}procs-seed{seed}",
+        "name": name or f"generated-{model}-{ops}ops-{shape}{processes}procs-seed{seed}",
         "model": model,
         "initial_value": initial_value,
         "expected_linearizable": True,

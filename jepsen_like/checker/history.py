@@ -201,7 +201,9 @@ def _pair(events: list[Any], model: str) -> tuple[Operation, ...]:
                 f"but completed by process {process}"
             )
         if inv["f"] != f:
-            raise HistoryError(f"{at}: operation {op_id} was invoked as {inv['f']} but completes as {f}")
+            raise HistoryError(
+                f"{at}: operation {op_id} was invoked as {inv['f']} but completes as {f}"
+            )
         if inv.get("key") != key:
             raise HistoryError(
                 f"{at}: operation {op_id} was invoked on key {inv.get('key')!r} "

@@ -77,10 +77,15 @@ class Api:
         self._limit = limit
 
     async def __aenter__(self) -> Self:
-        connector = aiohttp.TCPConnector(limit=self._limit, local_addr=("127.0.0.1", 0),
-                                         force_close=False, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=self._limit,
+            local_addr=("127.0.0.1", 0),
+            force_close=False,
+            enable_cleanup_closed=True,
+        )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self.timeout,
+            connector=connector,
+            timeout=self.timeout,
             json_serialize=lambda o: orjson.dumps(o).decode(),
         )
         return self
@@ -90,9 +95,14 @@ class Api:
             await self._session.close()
             self._session = None
 
-    async def request(self, method: str, url: str, body: Any = None,
-                      params: dict[str, str] | None = None,
-                      timeout_s: float | None = None) -> Reply:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Reply:
         assert self._session is not None, "use Api inside 'async with'"
         kwargs: dict[str, Any] = {}
         if body is not None:

@@ -52,7 +52,8 @@ def _modes(text: str) -> tuple[str, ...]:
     bad = [m for m in modes if m not in PARTITION_MODES]
     if bad or not modes:
         raise argparse.ArgumentTypeError(
-            f"partition modes are {', '.join(PARTITION_MODES)}; got {text!r}")
+            f"partition modes are {', '.join(PARTITION_MODES)}; got {text!r}"
+        )
     return modes
 
 
@@ -62,59 +63,136 @@ def _positive(kind: type) -> Any:
         if v <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
         return v
+
     return parse
 
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "run", help="start a cluster, run a workload under faults, check the history",
+        "run",
+        help="start a cluster, run a workload under faults, check the history",
         description="Start real raftmem nodes on 127.0.0.11.., run a workload against them "
         "while a nemesis injects faults, heal, read every key, and check linearizability.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", choices=sorted(WORKLOADS), default="register",
-                   help="register: a few hot keys with read/write/cas; kv: many keys, "
-                   "created by their first write (default register)")
-    p.add_argument("--nemesis", type=_nemeses, default=[], metavar="NAME[,NAME...]",
-                   help=f"faults to inject: {', '.join(NAMES)} (default none)")
-    p.add_argument("--time", type=_positive(float), default=60.0, metavar="SECONDS",
-                   help="length of the chaos phase (default 60)")
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="register",
+        help="register: a few hot keys with read/write/cas; kv: many keys, "
+        "created by their first write (default register)",
+    )
+    p.add_argument(
+        "--nemesis",
+        type=_nemeses,
+        default=[],
+        metavar="NAME[,NAME...]",
+        help=f"faults to inject: {', '.join(NAMES)} (default none)",
+    )
+    p.add_argument(
+        "--time",
+        type=_positive(float),
+        default=60.0,
+        metavar="SECONDS",
+        help="length of the chaos phase (default 60)",
+    )
     p.add_argument("--nodes", type=_positive(int), default=3, help="node processes (default 3)")
-    p.add_argument("--concurrency", type=_positive(int), default=None,
-                   help="client processes, bound round-robin to nodes (default 2 per node)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seeds the fault schedule and the generators (default random, recorded)")
-    p.add_argument("--consistency", choices=TIERS, default=None,
-                   help="read tier passed as ?consistency= (default: the server's, linearizable)")
-    p.add_argument("--store", type=Path, default=Path("store"),
-                   help="parent folder of run directories (default ./store)")
-    p.add_argument("--rate", type=_positive(float), default=None,
-                   help="target operations per second over all clients (default unthrottled)")
-    p.add_argument("--node-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for every node (repeatable), e.g. "
-                   "--node-arg=--unsafe-local-reads")
-    p.add_argument("--keys", type=_positive(int), default=None,
-                   help="number of keys (default: register 3, kv 64); register with 1 key "
-                   "is checked as one cas-register")
+    p.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=None,
+        help="client processes, bound round-robin to nodes (default 2 per node)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seeds the fault schedule and the generators (default random, recorded)",
+    )
+    p.add_argument(
+        "--consistency",
+        choices=TIERS,
+        default=None,
+        help="read tier passed as ?consistency= (default: the server's, linearizable)",
+    )
+    p.add_argument(
+        "--store",
+        type=Path,
+        default=Path("store"),
+        help="parent folder of run directories (default ./store)",
+    )
+    p.add_argument(
+        "--rate",
+        type=_positive(float),
+        default=None,
+        help="target operations per second over all clients (default unthrottled)",
+    )
+    p.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every node (repeatable), e.g. --node-arg=--unsafe-local-reads",
+    )
+    p.add_argument(
+        "--keys",
+        type=_positive(int),
+        default=None,
+        help="number of keys (default: register 3, kv 64); register with 1 key "
+        "is checked as one cas-register",
+    )
     p.add_argument("--groups", type=_positive(int), default=4, help="shard groups (default 4)")
-    p.add_argument("--op-timeout", type=_positive(float), default=6.0, metavar="SECONDS",
-                   help="per-request client timeout; a timed-out write is info (default 6)")
-    p.add_argument("--fault-time", type=_range, default=(5.0, 10.0), metavar="LO,HI",
-                   help="seconds each fault lasts, drawn uniformly (default 5,10)")
-    p.add_argument("--healthy-time", type=_range, default=(5.0, 10.0), metavar="LO,HI",
-                   help="seconds between faults, drawn uniformly (default 5,10)")
-    p.add_argument("--partition-modes", type=_modes, default=PARTITION_MODES,
-                   metavar="MODE[,MODE...]",
-                   help="partition shapes to draw from: halves, isolate (a random node), "
-                   "leader (the leader of a group), ring (majority ring) (default all)")
-    p.add_argument("--partition-via", choices=("auto", "iptables", "seam"), default="auto",
-                   help="iptables chain (root) or the nodes' transport-seam fault endpoints "
-                   "(default auto: iptables when usable)")
-    p.add_argument("--checker-timeout", type=_positive(float), default=120.0, metavar="SECONDS",
-                   help="linearizability checker time limit; past it the verdict is unknown")
+    p.add_argument(
+        "--op-timeout",
+        type=_positive(float),
+        default=6.0,
+        metavar="SECONDS",
+        help="per-request client timeout; a timed-out write is info (default 6)",
+    )
+    p.add_argument(
+        "--fault-time",
+        type=_range,
+        default=(5.0, 10.0),
+        metavar="LO,HI",
+        help="seconds each fault lasts, drawn uniformly (default 5,10)",
+    )
+    p.add_argument(
+        "--healthy-time",
+        type=_range,
+        default=(5.0, 10.0),
+        metavar="LO,HI",
+        help="seconds between faults, drawn uniformly (default 5,10)",
+    )
+    p.add_argument(
+        "--partition-modes",
+        type=_modes,
+        default=PARTITION_MODES,
+        metavar="MODE[,MODE...]",
+        help="partition shapes to draw from: halves, isolate (a random node), "
+        "leader (the leader of a group), ring (majority ring) (default all)",
+    )
+    p.add_argument(
+        "--partition-via",
+        choices=("auto", "iptables", "seam"),
+        default="auto",
+        help="iptables chain (root) or the nodes' transport-seam fault endpoints "
+        "(default auto: iptables when usable)",
+    )
+    p.add_argument(
+        "--checker-timeout",
+        type=_positive(float),
+        default=120.0,
+        metavar="SECONDS",
+        help="linearizability checker time limit; past it the verdict is unknown",
+    )
     p.add_argument("--ready-timeout", type=_positive(float), default=60.0, metavar="SECONDS")
     p.add_argument("--recovery-timeout", type=_positive(float), default=60.0, metavar="SECONDS")
-    p.add_argument("--keep-data", action="store_true",
-                   help="keep node data folders of a passing run (always kept on failure)")
+    p.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep node data folders of a passing run (always kept on failure)",
+    )
     p.add_argument("--name", default=None, help="run directory prefix (default WORKLOAD-NEMESES)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no status lines")
@@ -124,16 +202,29 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> RunConfig:
     return RunConfig(
-        workload=args.workload, nemeses=list(args.nemesis), time_s=args.time, nodes=args.nodes,
+        workload=args.workload,
+        nemeses=list(args.nemesis),
+        time_s=args.time,
+        nodes=args.nodes,
         concurrency=args.concurrency,
         seed=args.seed if args.seed is not None else secrets.randbelow(2**31),
-        consistency=args.consistency, store=args.store, rate=args.rate,
-        node_args=list(args.node_arg), keys=args.keys, groups=args.groups,
-        op_timeout_s=args.op_timeout, fault_s=args.fault_time, healthy_s=args.healthy_time,
-        partition_modes=args.partition_modes, partition_via=args.partition_via,
-        checker_timeout_s=args.checker_timeout, ready_timeout_s=args.ready_timeout,
-        recovery_timeout_s=args.recovery_timeout, keep_data=args.keep_data,
-        progress=not (args.no_progress or args.quiet), name=args.name,
+        consistency=args.consistency,
+        store=args.store,
+        rate=args.rate,
+        node_args=list(args.node_arg),
+        keys=args.keys,
+        groups=args.groups,
+        op_timeout_s=args.op_timeout,
+        fault_s=args.fault_time,
+        healthy_s=args.healthy_time,
+        partition_modes=args.partition_modes,
+        partition_via=args.partition_via,
+        checker_timeout_s=args.checker_timeout,
+        ready_timeout_s=args.ready_timeout,
+        recovery_timeout_s=args.recovery_timeout,
+        keep_data=args.keep_data,
+        progress=not (args.no_progress or args.quiet),
+        name=args.name,
         argv=list(argv if argv is not None else sys.argv[1:]),
     )
 
@@ -153,13 +244,20 @@ def run_main(args: argparse.Namespace) -> int:
     lin = res["checkers"]["linearizable"]
     total = res["counts"]["chaos"].get("total", {})
     print(f"run directory: {outcome.run_dir}")
-    print(f"linearizable: {lin.get('valid')}"
-          + (f" (key {lin.get('key')!r}, op {lin.get('op')}, window {lin.get('window')})"
-             if lin.get("valid") is False else "")
-          + (f" — {lin['reason']}" if lin.get("reason") else ""))
+    print(
+        f"linearizable: {lin.get('valid')}"
+        + (
+            f" (key {lin.get('key')!r}, op {lin.get('op')}, window {lin.get('window')})"
+            if lin.get("valid") is False
+            else ""
+        )
+        + (f" — {lin['reason']}" if lin.get("reason") else "")
+    )
     print(f"final reads: {res['checkers']['final-reads']['valid']}")
-    print(f"operations: ok={total.get('ok', 0)} fail={total.get('fail', 0)} "
-          f"info={total.get('info', 0)}; seed {cfg.seed}")
+    print(
+        f"operations: ok={total.get('ok', 0)} fail={total.get('fail', 0)} "
+        f"info={total.get('info', 0)}; seed {cfg.seed}"
+    )
     for e in res["errors"]:
         print(f"error: {e.strip().splitlines()[-1] if e.strip() else e}", file=sys.stderr)
     print(f"valid: {res['valid']} (exit {outcome.exit_code})")

@@ -59,13 +59,15 @@ class NodeProc:
         return self.proc is not None and self.proc.poll() is None
 
 
-def node_layout(n: int, root: Path, first_host: int = 11, api_base: int = 7000,
-                raft_base: int = 7100) -> list[NodeProc]:
+def node_layout(
+    n: int, root: Path, first_host: int = 11, api_base: int = 7000, raft_base: int = 7100
+) -> list[NodeProc]:
     if not 1 <= n <= 200:
         raise ValueError("between 1 and 200 nodes")
     return [
-        NodeProc(f"n{i}", f"127.0.0.{first_host + i - 1}", api_base + i, raft_base + i,
-                 root / f"n{i}")
+        NodeProc(
+            f"n{i}", f"127.0.0.{first_host + i - 1}", api_base + i, raft_base + i, root / f"n{i}"
+        )
         for i in range(1, n + 1)
     ]
 
@@ -75,9 +77,7 @@ def cluster_document(nodes: list[NodeProc], groups: int, cluster_id: str) -> dic
         "cluster_id": cluster_id,
         "groups": groups,
         "replicas": min(3, len(nodes)),
-        "nodes": [
-            {"id": p.id, "api": p.api, "raft": f"{p.host}:{p.raft_port}"} for p in nodes
-        ],
+        "nodes": [{"id": p.id, "api": p.api, "raft": f"{p.host}:{p.raft_port}"} for p in nodes],
     }
 
 
@@ -173,15 +173,22 @@ class Cluster:
 
     def prepare(self, cluster_id: str) -> None:
         """Write cluster.json and its secret; fail early if an address is taken."""
-        busy = [f"{p.host}:{port}" for p in self.nodes for port in (p.api_port, p.raft_port)
-                if not _port_free(p.host, port)]
+        busy = [
+            f"{p.host}:{port}"
+            for p in self.nodes
+            for port in (p.api_port, p.raft_port)
+            if not _port_free(p.host, port)
+        ]
         if busy:
             raise ClusterError(
                 f"address(es) in use: {', '.join(busy)} — another run or cluster is still up"
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        self.cluster_file.write_bytes(orjson.dumps(
-            cluster_document(self.nodes, self.groups, cluster_id), option=orjson.OPT_INDENT_2))
+        self.cluster_file.write_bytes(
+            orjson.dumps(
+                cluster_document(self.nodes, self.groups, cluster_id), option=orjson.OPT_INDENT_2
+            )
+        )
         secret = self.root / "cluster.secret"
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -190,26 +197,48 @@ class Cluster:
             p.dir.mkdir(parents=True, exist_ok=True)
 
     def command(self, p: NodeProc) -> list[str]:
-        return [self.python, "-m", "raftmem", "node", "--cluster", str(self.cluster_file),
-                "--id", p.id, "--data-dir", str(p.dir / "data"), "--json-logs", *self.node_args]
+        return [
+            self.python,
+            "-m",
+            "raftmem",
+            "node",
+            "--cluster",
+            str(self.cluster_file),
+            "--id",
+            p.id,
+            "--data-dir",
+            str(p.dir / "data"),
+            "--json-logs",
+            *self.node_args,
+        ]
 
     def _spawn(self, p: NodeProc) -> None:
         env = dict(os.environ)
         if (REPO_ROOT / "raftmem").is_dir():
             # Run the raftmem next to this jepsen_like, installed or not.
             env["PYTHONPATH"] = os.pathsep.join(
-                x for x in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if x)
+                x for x in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if x
+            )
         with open(p.log_path, "ab") as log:
-            log.write(f"--- harness: start #{p.starts + 1} of {p.id} at {time.time():.3f}\n"
-                      .encode())
+            log.write(
+                f"--- harness: start #{p.starts + 1} of {p.id} at {time.time():.3f}\n".encode()
+            )
             log.flush()
             # A session of its own: a Ctrl-C in the terminal reaches the harness
             # only, which then stops the nodes in order.
-            p.proc = subprocess.Popen(self.command(p), stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=str(p.dir),
-                                      env=env, start_new_session=True)
+            p.proc = subprocess.Popen(
+                self.command(p),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(p.dir),
+                env=env,
+                start_new_session=True,
+            )
         p.starts += 1
         p.paused = False
+        # For a human cleaning up after a harness that was itself killed -9.
+        (p.dir / "pid").write_text(f"{p.proc.pid}\n")
 
     def start_all(self) -> None:
         for p in self.nodes:
@@ -269,7 +298,8 @@ class Cluster:
                 if p.proc is not None and p.proc.poll() is not None:
                     raise ClusterError(
                         f"node {node_id} exited with {p.proc.returncode}; "
-                        f"last lines of {p.log_path}:\n{tail(p.log_path)}")
+                        f"last lines of {p.log_path}:\n{tail(p.log_path)}"
+                    )
                 if await self.ready(node_id):
                     pending.discard(node_id)
             if not pending:
@@ -280,8 +310,9 @@ class Cluster:
 
     async def cluster_state(self, node_id: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
         assert self.api is not None
-        reply = await self.api.request("GET", self.node(node_id).url + "/admin/cluster",
-                                       timeout_s=timeout_s)
+        reply = await self.api.request(
+            "GET", self.node(node_id).url + "/admin/cluster", timeout_s=timeout_s
+        )
         return reply.body if reply.ok and isinstance(reply.body, dict) else None
 
 

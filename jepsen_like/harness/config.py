@@ -55,13 +55,32 @@ class RunConfig:
 
     def replay_command(self) -> str:
         """A command line that repeats this run's workload, faults and seed."""
-        args = ["python", "-m", "jepsen_like", "run", "--workload", self.workload,
-                "--nemesis", ",".join(self.nemeses) or "none", "--time", f"{self.time_s:g}",
-                "--nodes", str(self.nodes), "--concurrency", str(self.clients),
-                "--seed", str(self.seed), "--groups", str(self.groups),
-                "--fault-time", "{:g},{:g}".format(*self.fault_s),
-                "--healthy-time", "{:g},{:g}".format(*self.healthy_s),
-                "--partition-modes", ",".join(self.partition_modes)]
+        args = [
+            "python",
+            "-m",
+            "jepsen_like",
+            "run",
+            "--workload",
+            self.workload,
+            "--nemesis",
+            ",".join(self.nemeses) or "none",
+            "--time",
+            f"{self.time_s:g}",
+            "--nodes",
+            str(self.nodes),
+            "--concurrency",
+            str(self.clients),
+            "--seed",
+            str(self.seed),
+            "--groups",
+            str(self.groups),
+            "--fault-time",
+            "{:g},{:g}".format(*self.fault_s),
+            "--healthy-time",
+            "{:g},{:g}".format(*self.healthy_s),
+            "--partition-modes",
+            ",".join(self.partition_modes),
+        ]
         if self.keys is not None:
             args += ["--keys", str(self.keys)]
         if self.consistency:

@@ -57,8 +57,15 @@ class Recorder:
         t = self.now()
         self._open[op_id] = OpenOp(op_id, process, f, key, value, t)
         self._open_process[process] = op_id
-        ev = {"process": process, "type": "invoke", "f": f, "key": key, "value": value,
-              "id": op_id, "time": t}
+        ev = {
+            "process": process,
+            "type": "invoke",
+            "f": f,
+            "key": key,
+            "value": value,
+            "id": op_id,
+            "time": t,
+        }
         ev.update(extra)
         self.events.append(ev)
         return op_id
@@ -70,8 +77,16 @@ class Recorder:
         op = self._open.pop(op_id)
         del self._open_process[op.process]
         t = self.now()
-        ev = {"process": op.process, "type": kind, "f": op.f, "key": op.key, "value": value,
-              "id": op_id, "time": t, "latency_ns": t - op.time}
+        ev = {
+            "process": op.process,
+            "type": kind,
+            "f": op.f,
+            "key": op.key,
+            "value": value,
+            "id": op_id,
+            "time": t,
+            "latency_ns": t - op.time,
+        }
         ev.update(extra)
         self.events.append(ev)
         return ev
@@ -89,8 +104,9 @@ class Recorder:
     def open_ops(self) -> int:
         return len(self._open)
 
-    def document(self, name: str, model: str, initial_value: Any = None,
-                 notes: str = "", **extra: Any) -> dict[str, Any]:
+    def document(
+        self, name: str, model: str, initial_value: Any = None, notes: str = "", **extra: Any
+    ) -> dict[str, Any]:
         """The history as a format-1 document (call after `close_open`)."""
         doc: dict[str, Any] = {
             "format": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 PERCENTILES = (50, 90, 95, 99)
@@ -17,6 +18,7 @@ def completions(events: list[dict[str, Any]], final: bool | None = None) -> list
 
 def counts(events: list[dict[str, Any]]) -> dict[str, Any]:
     """ok / fail / info per f, for the chaos phase and for the final reads."""
+
     def table(evs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         t: dict[str, dict[str, int]] = {}
         for e in evs:
@@ -29,15 +31,17 @@ def counts(events: list[dict[str, Any]]) -> dict[str, Any]:
         t["total"] = total
         return t
 
-    return {"chaos": table(completions(events, final=False)),
-            "final": table(completions(events, final=True))}
+    return {
+        "chaos": table(completions(events, final=False)),
+        "final": table(completions(events, final=True)),
+    }
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
         return float("nan")
-    rank = max(1, min(len(sorted_values), round(p / 100 * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(p / 100 * len(sorted_values))))
     return sorted_values[rank - 1]
 
 
@@ -64,8 +68,10 @@ def latencies(events: list[dict[str, Any]]) -> dict[str, Any]:
         by_type.setdefault(e["type"], []).append(lat)
         if e["type"] == "ok":
             by_f.setdefault(e["f"], []).append(lat)
-    return {"ok_by_f": {f: summary_ms(v) for f, v in sorted(by_f.items())},
-            "by_type": {t: summary_ms(v) for t, v in sorted(by_type.items())}}
+    return {
+        "ok_by_f": {f: summary_ms(v) for f, v in sorted(by_f.items())},
+        "by_type": {t: summary_ms(v) for t, v in sorted(by_type.items())},
+    }
 
 
 def throughput(events: list[dict[str, Any]], phases: dict[str, list[int]]) -> dict[str, Any]:
@@ -75,12 +81,16 @@ def throughput(events: list[dict[str, Any]], phases: dict[str, list[int]]) -> di
     seconds = (span[1] - span[0]) / 1e9
     evs = completions(events, final=False)
     ok = sum(1 for e in evs if e["type"] == "ok")
-    return {"seconds": round(seconds, 3), "ops_per_s": round(len(evs) / seconds, 2),
-            "ok_per_s": round(ok / seconds, 2)}
+    return {
+        "seconds": round(seconds, 3),
+        "ops_per_s": round(len(evs) / seconds, 2),
+        "ok_per_s": round(ok / seconds, 2),
+    }
 
 
-def final_reads_verdict(final: dict[str, dict[str, Any]], keys: list[str],
-                        nodes: list[str]) -> dict[str, Any]:
+def final_reads_verdict(
+    final: dict[str, dict[str, Any]], keys: list[str], nodes: list[str]
+) -> dict[str, Any]:
     """After heal and recovery every node must serve every key (liveness).
 
     Whether the values agree is reported, not judged: linearizability of the
@@ -88,12 +98,17 @@ def final_reads_verdict(final: dict[str, dict[str, Any]], keys: list[str],
     """
     missing = [[k, n] for k in keys for n in nodes if not final.get(k, {}).get(n, {}).get("ok")]
     diverged = sorted(
-        k for k in keys
+        k
+        for k in keys
         if len({repr(r.get("value")) for r in final.get(k, {}).values() if r.get("ok")}) > 1
     )
     valid: Any = not missing if final else "unknown"
-    out: dict[str, Any] = {"valid": valid, "keys": len(keys),
-                           "nodes": len(nodes), "diverged_keys": diverged}
+    out: dict[str, Any] = {
+        "valid": valid,
+        "keys": len(keys),
+        "nodes": len(nodes),
+        "diverged_keys": diverged,
+    }
     if missing:
         out["unread"] = missing[:50]
     if not final:

@@ -129,8 +129,15 @@ class Run:
         self.nemeses: dict[str, nem.Nemesis] = {}
         self.nemesis_setup: dict[str, Any] = {}
         self.schedule: list[Fault] = make_schedule(
-            cfg.seed, cfg.nemeses, cfg.time_s, self.cluster.node_ids, cfg.groups,
-            cfg.fault_s, cfg.healthy_s, cfg.partition_modes)
+            cfg.seed,
+            cfg.nemeses,
+            cfg.time_s,
+            self.cluster.node_ids,
+            cfg.groups,
+            cfg.fault_s,
+            cfg.healthy_s,
+            cfg.partition_modes,
+        )
         self.timeline: list[dict[str, Any]] = []
         self.phases: dict[str, list[int]] = {}
         self.active_fault: str = "-"
@@ -166,8 +173,9 @@ class Run:
             took = await self.cluster.wait_ready(cfg.ready_timeout_s)
             self.say(f"all nodes ready in {took:.1f}s")
             clients = {
-                p.id: RegisterClient(api, p.url, f"{self.run_dir.name}-{p.id}",
-                                     consistency=cfg.consistency)
+                p.id: RegisterClient(
+                    api, p.url, f"{self.run_dir.name}-{p.id}", consistency=cfg.consistency
+                )
                 for p in self.cluster.nodes
             }
             await self._setup_workload(clients[self.cluster.node_ids[0]])
@@ -213,20 +221,31 @@ class Run:
         self._phase("chaos")
         stop = asyncio.Event()
         pacer = Pacer(cfg.rate) if cfg.rate else None
-        self.say(f"chaos for {cfg.time_s:g}s: {cfg.clients} clients, workload {cfg.workload}, "
-                 f"nemesis {'+'.join(cfg.nemeses) or 'none'}, {len(self.schedule)} faults, "
-                 f"seed {cfg.seed}")
-        workers = [asyncio.create_task(self._worker(i, clients, stop, pacer))
-                   for i in range(cfg.clients)]
+        self.say(
+            f"chaos for {cfg.time_s:g}s: {cfg.clients} clients, workload {cfg.workload}, "
+            f"nemesis {'+'.join(cfg.nemeses) or 'none'}, {len(self.schedule)} faults, "
+            f"seed {cfg.seed}"
+        )
+        workers = [
+            asyncio.create_task(self._worker(i, clients, stop, pacer)) for i in range(cfg.clients)
+        ]
         nemesis = asyncio.create_task(self._nemesis(stop))
-        bar = tqdm(total=round(cfg.time_s), unit="s", desc="chaos", disable=not cfg.progress,
-                   file=sys.stderr, dynamic_ncols=True, leave=True)
+        bar = tqdm(
+            total=round(cfg.time_s),
+            unit="s",
+            desc="chaos",
+            disable=not cfg.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+        )
         start = time.monotonic()
         try:
             while (elapsed := time.monotonic() - start) < cfg.time_s:
                 bar.n = min(round(elapsed), bar.total)
-                bar.set_postfix_str(f"{self.counters.text()} fault={self.active_fault}",
-                                    refresh=False)
+                bar.set_postfix_str(
+                    f"{self.counters.text()} fault={self.active_fault}", refresh=False
+                )
                 bar.refresh()
                 await asyncio.sleep(min(0.5, cfg.time_s - elapsed))  # progress refresh period
             bar.n = bar.total
@@ -242,8 +261,9 @@ class Run:
                     self.errors.append("".join(traceback.format_exception(r)))
             await self._heal_all()
 
-    async def _worker(self, i: int, clients: dict[str, RegisterClient], stop: asyncio.Event,
-                      pacer: Pacer | None) -> None:
+    async def _worker(
+        self, i: int, clients: dict[str, RegisterClient], stop: asyncio.Event, pacer: Pacer | None
+    ) -> None:
         cfg = self.cfg
         node = self.cluster.nodes[i % len(self.cluster.nodes)]
         client = clients[node.id]
@@ -261,8 +281,13 @@ class Run:
             try:
                 c = await perform(client, op)
             except asyncio.CancelledError:
-                self.recorder.complete(op_id, "info", None if op.f == "read" else op.value,
-                                       node=node.id, error="interrupted")
+                self.recorder.complete(
+                    op_id,
+                    "info",
+                    None if op.f == "read" else op.value,
+                    node=node.id,
+                    error="interrupted",
+                )
                 raise
             value = c.value if op.f == "read" else op.value
             if op.f == "read" and c.type != "ok":
@@ -301,9 +326,12 @@ class Run:
             if await until(fault.start):
                 return
             n = self.nemeses[fault.nemesis]
-            entry: dict[str, Any] = {"nemesis": fault.nemesis, "planned": fault.to_json(),
-                                     "health_before": await self.cluster.health(),
-                                     "start_ns": self.recorder.now()}
+            entry: dict[str, Any] = {
+                "nemesis": fault.nemesis,
+                "planned": fault.to_json(),
+                "health_before": await self.cluster.health(),
+                "start_ns": self.recorder.now(),
+            }
             self.timeline.append(entry)
             try:
                 entry["inject"] = await n.inject(fault.params)
@@ -356,12 +384,19 @@ class Run:
                 got: dict[str, Any] = {"ok": False, "attempts": 0}
                 self.final.setdefault(key, {})[node_id] = got
                 while True:
-                    op_id = self.recorder.invoke(process, "read", hkey, None, node=node_id,
-                                                 final=True)
+                    op_id = self.recorder.invoke(
+                        process, "read", hkey, None, node=node_id, final=True
+                    )
                     c = await client.read(key)
                     got["attempts"] += 1
-                    self.recorder.complete(op_id, c.type, c.value if c.type == "ok" else None,
-                                           node=node_id, final=True, **c.extra())
+                    self.recorder.complete(
+                        op_id,
+                        c.type,
+                        c.value if c.type == "ok" else None,
+                        node=node_id,
+                        final=True,
+                        **c.extra(),
+                    )
                     self.counters.add(c.type)
                     if c.type == "ok":
                         got.update(ok=True, value=c.value)
@@ -373,8 +408,9 @@ class Run:
 
         base = self.next_process
         self.say(f"final reads of {len(self.workload.keys)} keys on every node")
-        await asyncio.gather(*(reader(nid, base + i)
-                               for i, nid in enumerate(self.cluster.node_ids)))
+        await asyncio.gather(
+            *(reader(nid, base + i) for i, nid in enumerate(self.cluster.node_ids))
+        )
 
     # -- teardown ------------------------------------------------------------
 
@@ -401,28 +437,36 @@ class Run:
             self.errors.append("".join(traceback.format_exception(error)))
         closed = self.recorder.close_open("never completed (run ended)")
         history = self.recorder.document(
-            name=self.run_dir.name, model=self.workload.model, initial_value=None,
+            name=self.run_dir.name,
+            model=self.workload.model,
+            initial_value=None,
             notes=f"jepsen_like run: {cfg.replay_command()}",
-            workload=cfg.workload, nodes=self.cluster.node_ids,
-            nemesis=self.timeline, phases=self.phases,
+            workload=cfg.workload,
+            nodes=self.cluster.node_ids,
+            nemesis=self.timeline,
+            phases=self.phases,
         )
         history_path = self.run_dir / "history.json"
         history_path.write_bytes(orjson.dumps(history))
         checkers: dict[str, Any] = {}
         if self.recorder.events:
-            self.say(f"checking {len(self.recorder.events) // 2} operations "
-                     f"(time limit {cfg.checker_timeout_s:g}s)")
+            self.say(
+                f"checking {len(self.recorder.events) // 2} operations "
+                f"(time limit {cfg.checker_timeout_s:g}s)"
+            )
             try:
-                result = check_history(parse_history(history, source=str(history_path)),
-                                       timeout=cfg.checker_timeout_s)
+                result = check_history(
+                    parse_history(history, source=str(history_path)), timeout=cfg.checker_timeout_s
+                )
                 checkers["linearizable"] = result.to_json()
                 checkers["linearizable"]["valid"] = result.linearizable
             except HistoryError as exc:
                 checkers["linearizable"] = {"valid": "unknown", "reason": f"bad history: {exc}"}
         else:
             checkers["linearizable"] = {"valid": "unknown", "reason": "no operations recorded"}
-        checkers["final-reads"] = report.final_reads_verdict(self.final, self.workload.keys,
-                                                             self.cluster.node_ids)
+        checkers["final-reads"] = report.final_reads_verdict(
+            self.final, self.workload.keys, self.cluster.node_ids
+        )
         valid = combine([c["valid"] for c in checkers.values()])
         code = exit_code_for(valid)
         if self.interrupted:
@@ -445,21 +489,29 @@ class Run:
             "replay": cfg.replay_command(),
             "seed": cfg.seed,
             "config": cfg.to_json(),
-            "nemesis": {"setup": self.nemesis_setup,
-                        "schedule": [f.to_json() for f in self.schedule],
-                        "timeline": self.timeline},
+            "nemesis": {
+                "setup": self.nemesis_setup,
+                "schedule": [f.to_json() for f in self.schedule],
+                "timeline": self.timeline,
+            },
             "phases_ns": self.phases,
             "recovery": self.recovery,
             "final_reads": self.final,
             "synthetic_infos": closed,
             "interrupted": self.interrupted,
             "errors": self.errors,
-            "nodes": {p.id: {"api": p.api, "starts": p.starts,
-                             "log": str(p.log_path.relative_to(self.run_dir))}
-                      for p in self.cluster.nodes},
+            "nodes": {
+                p.id: {
+                    "api": p.api,
+                    "starts": p.starts,
+                    "log": str(p.log_path.relative_to(self.run_dir)),
+                }
+                for p in self.cluster.nodes
+            },
         }
         (self.run_dir / "results.json").write_bytes(
-            orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
+            orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str)
+        )
         try:
             timeline.write(self.run_dir / "timeline.html", history, results)
         except Exception as exc:  # noqa: BLE001 - a broken report must not hide the verdict

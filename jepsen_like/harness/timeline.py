@@ -46,9 +46,11 @@ class Axis:
         t = 0.0
         while t <= seconds:
             x = self.x(t * 1e9)
-            out.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" class="grid"/>'
-                       f'<text x="{x:.1f}" y="{y1 + 14}" class="tick" text-anchor="middle">'
-                       f"{t:g}s</text>")
+            out.append(
+                f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" class="grid"/>'
+                f'<text x="{x:.1f}" y="{y1 + 14}" class="tick" text-anchor="middle">'
+                f"{t:g}s</text>"
+            )
             t += step
         return "".join(out)
 
@@ -63,11 +65,23 @@ def pair_ops(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             inv = invokes.pop(e["id"], None)
             if inv is not None:
-                ops.append({"id": e["id"], "process": e["process"], "f": e["f"], "key": e["key"],
-                            "value": inv.get("value"), "result": e.get("value"),
-                            "type": e["type"], "start": inv["time"], "end": e["time"],
-                            "node": e.get("node"), "error": e.get("error"),
-                            "final": bool(e.get("final")), "synthetic": bool(e.get("synthetic"))})
+                ops.append(
+                    {
+                        "id": e["id"],
+                        "process": e["process"],
+                        "f": e["f"],
+                        "key": e["key"],
+                        "value": inv.get("value"),
+                        "result": e.get("value"),
+                        "type": e["type"],
+                        "start": inv["time"],
+                        "end": e["time"],
+                        "node": e.get("node"),
+                        "error": e.get("error"),
+                        "final": bool(e.get("final")),
+                        "synthetic": bool(e.get("synthetic")),
+                    }
+                )
     return ops
 
 
@@ -86,12 +100,13 @@ def _title(op: dict[str, Any]) -> str:
     shown = op["result"] if op["f"] == "read" else op["value"]
     lat = (op["end"] - op["start"]) / 1e6
     err = f" ({op['error']})" if op["error"] else ""
-    return (f"#{op['id']} p{op['process']} {op['f']}{key} {shown!r} → {op['type']}{err}, "
-            f"{lat:.1f} ms, node {op['node']}, t={op['start'] / 1e9:.3f}s")
+    return (
+        f"#{op['id']} p{op['process']} {op['f']}{key} {shown!r} → {op['type']}{err}, "
+        f"{lat:.1f} ms, node {op['node']}, t={op['start'] / 1e9:.3f}s"
+    )
 
 
-def _shading(axis: Axis, nemesis: list[dict[str, Any]], y0: float, y1: float,
-             label: bool) -> str:
+def _shading(axis: Axis, nemesis: list[dict[str, Any]], y0: float, y1: float, label: bool) -> str:
     out = []
     for n in nemesis:
         if "start_ns" not in n:
@@ -103,16 +118,22 @@ def _shading(axis: Axis, nemesis: list[dict[str, Any]], y0: float, y1: float,
         if label:
             # Drawn over the operations: translucent, and transparent to the mouse
             # so that the operations' tooltips still show.
-            out.append(f'<rect x="{x0:.1f}" y="{y0}" width="{max(1.0, x1 - x0):.1f}" '
-                       f'height="{y1 - y0}" fill="{color}" opacity="0.3" '
-                       'pointer-events="none"/>')
+            out.append(
+                f'<rect x="{x0:.1f}" y="{y0}" width="{max(1.0, x1 - x0):.1f}" '
+                f'height="{y1 - y0}" fill="{color}" opacity="0.3" '
+                'pointer-events="none"/>'
+            )
         else:
-            out.append(f'<rect x="{x0:.1f}" y="{y0}" width="{max(1.0, x1 - x0):.1f}" '
-                       f'height="{y1 - y0}" fill="{color}" opacity="0.35">'
-                       f"<title>{_esc(n['nemesis'])}: {what}</title></rect>")
+            out.append(
+                f'<rect x="{x0:.1f}" y="{y0}" width="{max(1.0, x1 - x0):.1f}" '
+                f'height="{y1 - y0}" fill="{color}" opacity="0.35">'
+                f"<title>{_esc(n['nemesis'])}: {what}</title></rect>"
+            )
         if label:
-            out.append(f'<text x="{x0 + 3:.1f}" y="{y0 - 3}" class="nem">{_esc(n["nemesis"])} '
-                       f"{_esc(describe_fault(n.get('inject', {})))}</text>")
+            out.append(
+                f'<text x="{x0 + 3:.1f}" y="{y0 - 3}" class="nem">{_esc(n["nemesis"])} '
+                f"{_esc(describe_fault(n.get('inject', {})))}</text>"
+            )
     return "".join(out)
 
 
@@ -120,7 +141,7 @@ def describe_fault(inject: dict[str, Any]) -> str:
     """A fault in a few characters: who was cut off, killed or paused."""
     for key in ("killed", "paused"):
         if key in inject:
-            return f"{key} {','.join(inject[key])}"
+            return ",".join(inject[key])
     if "components" in inject:
         return f"{inject.get('mode', '')} " + " | ".join(",".join(c) for c in inject["components"])
     return ""
@@ -128,17 +149,28 @@ def describe_fault(inject: dict[str, Any]) -> str:
 
 def _phase_lines(axis: Axis, phases: dict[str, list[int]], y0: float, y1: float) -> str:
     out = []
-    for name, span in phases.items():
-        if name in ("chaos", "done") or not span:
-            continue
+    shown = [
+        (name, span) for name, span in phases.items() if name not in ("chaos", "done") and span
+    ]
+    for k, (name, span) in enumerate(shown):
         x = axis.x(span[0])
-        out.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" class="phase"/>'
-                   f'<text x="{x + 2:.1f}" y="{y1 - 3}" class="tick">{_esc(name)}</text>')
+        y = y1 - 3 - 11 * (len(shown) - 1 - k)  # stacked: the phases after chaos are close
+        out.append(
+            f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" class="phase"/>'
+            f'<text x="{x - 2:.1f}" y="{y}" class="tick" text-anchor="end">'
+            f"{_esc(name)}</text>"
+        )
     return "".join(out)
 
 
-def ops_plot(ops: list[dict[str, Any]], axis: Axis, nemesis: list[dict[str, Any]],
-             phases: dict[str, list[int]], clients: int, highlight: set[int]) -> str:
+def ops_plot(
+    ops: list[dict[str, Any]],
+    axis: Axis,
+    nemesis: list[dict[str, Any]],
+    phases: dict[str, list[int]],
+    clients: int,
+    highlight: set[int],
+) -> str:
     lanes: dict[int, int] = {}
     for o in sorted(ops, key=lambda o: o["start"]):
         lane = (o["process"] % clients) if clients and not o["final"] else None
@@ -154,19 +186,24 @@ def ops_plot(ops: list[dict[str, Any]], axis: Axis, nemesis: list[dict[str, Any]
         x0, x1 = axis.x(o["start"]), axis.x(o["end"])
         y = top + o["lane"] * lane_h
         stroke = ' stroke="#000" stroke-width="1.5"' if o["id"] in highlight else ""
-        marks.append(f'<rect x="{x0:.2f}" y="{y + 1}" width="{max(0.8, x1 - x0):.2f}" '
-                     f'height="{lane_h - 2}" fill="{COLORS[o["type"]]}"{stroke}>'
-                     f"<title>{_esc(_title(o))}</title></rect>")
+        marks.append(
+            f'<rect x="{x0:.2f}" y="{y + 1}" width="{max(0.8, x1 - x0):.2f}" '
+            f'height="{lane_h - 2}" fill="{COLORS[o["type"]]}"{stroke}>'
+            f"<title>{_esc(_title(o))}</title></rect>"
+        )
     h = top + height + 24
     note = " (ok operations thinned for drawing)" if thinned else ""
-    return (f'<h2>Operations{note}</h2><svg width="{WIDTH}" height="{h}" '
-            f'xmlns="http://www.w3.org/2000/svg">'
-            + axis.ticks(top, top + height)
-            + _phase_lines(axis, phases, top, top + height)
-            + f'<text x="4" y="{top + 10}" class="tick">clients</text>'
-            + f'<text x="4" y="{top + height - 2}" class="tick">final</text>'
-            + "".join(marks)
-            + _shading(axis, nemesis, top, top + height, True) + "</svg>")
+    return (
+        f'<h2>Operations{note}</h2><svg width="{WIDTH}" height="{h}" '
+        f'xmlns="http://www.w3.org/2000/svg">'
+        + axis.ticks(top, top + height)
+        + _phase_lines(axis, phases, top, top + height)
+        + f'<text x="4" y="{top + 10}" class="tick">clients</text>'
+        + f'<text x="4" y="{top + height - 2}" class="tick">final</text>'
+        + "".join(marks)
+        + _shading(axis, nemesis, top, top + height, True)
+        + "</svg>"
+    )
 
 
 def latency_plot(ops: list[dict[str, Any]], axis: Axis, nemesis: list[dict[str, Any]]) -> str:
@@ -185,21 +222,30 @@ def latency_plot(ops: list[dict[str, Any]], axis: Axis, nemesis: list[dict[str, 
     pts = []
     for o in shown:
         ms = max(1e-3, (o["end"] - o["start"]) / 1e6)
-        pts.append(f'<circle cx="{axis.x(o["start"]):.1f}" cy="{y(ms):.1f}" r="1.6" '
-                   f'fill="{COLORS[o["type"]]}" opacity="0.7"><title>{_esc(_title(o))}'
-                   "</title></circle>")
+        pts.append(
+            f'<circle cx="{axis.x(o["start"]):.1f}" cy="{y(ms):.1f}" r="1.6" '
+            f'fill="{COLORS[o["type"]]}" opacity="0.7"><title>{_esc(_title(o))}'
+            "</title></circle>"
+        )
     grid = []
     decade = lo
     while decade <= hi:
         yy = y(decade)
-        grid.append(f'<line x1="{LEFT}" y1="{yy:.1f}" x2="{WIDTH - RIGHT}" y2="{yy:.1f}" '
-                    f'class="grid"/><text x="{LEFT - 4}" y="{yy + 4:.1f}" class="tick" '
-                    f'text-anchor="end">{decade:g} ms</text>')
+        grid.append(
+            f'<line x1="{LEFT}" y1="{yy:.1f}" x2="{WIDTH - RIGHT}" y2="{yy:.1f}" '
+            f'class="grid"/><text x="{LEFT - 4}" y="{yy + 4:.1f}" class="tick" '
+            f'text-anchor="end">{decade:g} ms</text>'
+        )
         decade *= 10
-    return (f'<h2>Latency (log scale)</h2><svg width="{WIDTH}" height="{top + height + 24}" '
-            'xmlns="http://www.w3.org/2000/svg">'
-            + _shading(axis, nemesis, top, top + height, False)
-            + axis.ticks(top, top + height) + "".join(grid) + "".join(pts) + "</svg>")
+    return (
+        f'<h2>Latency (log scale)</h2><svg width="{WIDTH}" height="{top + height + 24}" '
+        'xmlns="http://www.w3.org/2000/svg">'
+        + _shading(axis, nemesis, top, top + height, False)
+        + axis.ticks(top, top + height)
+        + "".join(grid)
+        + "".join(pts)
+        + "</svg>"
+    )
 
 
 def throughput_plot(ops: list[dict[str, Any]], axis: Axis, nemesis: list[dict[str, Any]]) -> str:
@@ -217,18 +263,27 @@ def throughput_plot(ops: list[dict[str, Any]], axis: Axis, nemesis: list[dict[st
 
     lines = []
     for t, counts in series.items():
-        pts = " ".join(f"{axis.x((i + 0.5) * bucket):.1f},{y(c * rate):.1f}"
-                       for i, c in enumerate(counts))
-        lines.append(f'<polyline points="{pts}" fill="none" stroke="{COLORS[t]}" '
-                     f'stroke-width="1.5"><title>{t} per second</title></polyline>')
+        pts = " ".join(
+            f"{axis.x((i + 0.5) * bucket):.1f},{y(c * rate):.1f}" for i, c in enumerate(counts)
+        )
+        lines.append(
+            f'<polyline points="{pts}" fill="none" stroke="{COLORS[t]}" '
+            f'stroke-width="1.5"><title>{t} per second</title></polyline>'
+        )
     labels = "".join(
         f'<text x="{LEFT - 4}" y="{y(v) + 4:.1f}" class="tick" text-anchor="end">{v:g}</text>'
         f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{WIDTH - RIGHT}" y2="{y(v):.1f}" class="grid"/>'
-        for v in _nice_ticks(peak))
-    return (f'<h2>Throughput (completions per second)</h2><svg width="{WIDTH}" '
-            f'height="{top + height + 24}" xmlns="http://www.w3.org/2000/svg">'
-            + _shading(axis, nemesis, top, top + height, False)
-            + axis.ticks(top, top + height) + labels + "".join(lines) + "</svg>")
+        for v in _nice_ticks(peak)
+    )
+    return (
+        f'<h2>Throughput (completions per second)</h2><svg width="{WIDTH}" '
+        f'height="{top + height + 24}" xmlns="http://www.w3.org/2000/svg">'
+        + _shading(axis, nemesis, top, top + height, False)
+        + axis.ticks(top, top + height)
+        + labels
+        + "".join(lines)
+        + "</svg>"
+    )
 
 
 def _nice_ticks(peak: float) -> list[float]:
@@ -261,18 +316,39 @@ def render(history: dict[str, Any], results: dict[str, Any]) -> str:
     if lin.get("op") is not None:
         highlight.add(lin["op"])
 
-    checker_rows = [[name, c.get("valid"), c.get("reason", "") or
-                     (f"key {c.get('key')!r}, op {c.get('op')}, window {c.get('window')}"
-                      if c.get("valid") is False and "window" in c else "")]
-                    for name, c in results.get("checkers", {}).items()]
-    count_rows = [[f, r["ok"], r["fail"], r["info"]]
-                  for f, r in results.get("counts", {}).get("chaos", {}).items()]
-    lat_rows = [[f, s.get("n"), s.get("p50"), s.get("p90"), s.get("p99"), s.get("max")]
-                for f, s in results.get("latency_ms", {}).get("ok_by_f", {}).items()]
-    nem_rows = [[f"{n['start_ns'] / 1e9:.1f}s", f"{n.get('end_ns', t_end) / 1e9:.1f}s",
-                 n["nemesis"], orjson.dumps(n.get("inject", {})).decode()[:160],
-                 n.get("recovered_s"), n.get("error", "")]
-                for n in nemesis if "start_ns" in n]
+    checker_rows = [
+        [
+            name,
+            c.get("valid"),
+            c.get("reason", "")
+            or (
+                f"key {c.get('key')!r}, op {c.get('op')}, window {c.get('window')}"
+                if c.get("valid") is False and "window" in c
+                else ""
+            ),
+        ]
+        for name, c in results.get("checkers", {}).items()
+    ]
+    count_rows = [
+        [f, r["ok"], r["fail"], r["info"]]
+        for f, r in results.get("counts", {}).get("chaos", {}).items()
+    ]
+    lat_rows = [
+        [f, s.get("n"), s.get("p50"), s.get("p90"), s.get("p99"), s.get("max")]
+        for f, s in results.get("latency_ms", {}).get("ok_by_f", {}).items()
+    ]
+    nem_rows = [
+        [
+            f"{n['start_ns'] / 1e9:.1f}s",
+            f"{n.get('end_ns', t_end) / 1e9:.1f}s",
+            n["nemesis"],
+            orjson.dumps(n.get("inject", {})).decode()[:160],
+            n.get("recovered_s"),
+            n.get("error", ""),
+        ]
+        for n in nemesis
+        if "start_ns" in n
+    ]
     valid = results.get("valid")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{_esc(results.get("name", "run"))}</title>
@@ -292,11 +368,14 @@ code {{ background: #f4f4f4; padding: 1px 4px; }}
 <h1>{_esc(results.get("name", ""))} <span class="verdict {_verdict_class(valid)}">
 valid: {_esc(valid)}</span></h1>
 <p>Replay: <code>{_esc(results.get("replay", ""))}</code></p>
-<div class="legend"><span style="background:{COLORS['ok']}">ok</span>
-<span style="background:{COLORS['fail']}">fail</span>
-<span style="background:{COLORS['info']}">info</span>
-{"".join(f'<span style="background:{c};color:#222">{n}</span>'
-         for n, c in NEMESIS_COLORS.items())}</div>
+<div class="legend"><span style="background:{COLORS["ok"]}">ok</span>
+<span style="background:{COLORS["fail"]}">fail</span>
+<span style="background:{COLORS["info"]}">info</span>
+{
+        "".join(
+            f'<span style="background:{c};color:#222">{n}</span>' for n, c in NEMESIS_COLORS.items()
+        )
+    }</div>
 <h2>Checkers</h2>{_table(checker_rows, ["checker", "valid", "detail"])}
 <h2>Operations (chaos phase)</h2>{_table(count_rows, ["f", "ok", "fail", "info"])}
 <h2>Latency of ok operations (ms)</h2>

@@ -102,7 +102,8 @@ class Iptables:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         if check and proc.returncode != 0:
             raise IptablesError(
-                f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+                f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
         return proc
 
     def install(self) -> None:

@@ -147,7 +147,7 @@ class PartitionNemesis:
             await asyncio.to_thread(self.iptables.cut, [(addr(s), addr(d)) for s, d in pairs])
         else:
             statuses = {}
-            for node, peers in grudge.items():
+            for node, peers in sorted(grudge.items()):
                 if peers:
                     statuses[node] = await self.control.admin_post(
                         node, "/admin/faults/isolate", {"peers": sorted(peers)}

@@ -81,8 +81,13 @@ KV_MIX = {"read": 0.5, "write": 0.3, "cas": 0.2}
 def register(keys: int) -> Workload:
     """A few hot, pre-created registers: every process contends on every key."""
     ids = [f"r{i}" for i in range(keys)]
-    return Workload("register", "cas-register" if keys == 1 else "kv", ids,
-                    Generator(ids, REGISTER_MIX), precreate=True)
+    return Workload(
+        "register",
+        "cas-register" if keys == 1 else "kv",
+        ids,
+        Generator(ids, REGISTER_MIX),
+        precreate=True,
+    )
 
 
 def kv(keys: int) -> Workload:

@@ -68,8 +68,14 @@ def _missing_memory(reply: Reply) -> bool:
 
 
 class RegisterClient:
-    def __init__(self, api: Api, base_url: str, run_id: str, namespace: str = NAMESPACE,
-                 consistency: str | None = None) -> None:
+    def __init__(
+        self,
+        api: Api,
+        base_url: str,
+        run_id: str,
+        namespace: str = NAMESPACE,
+        consistency: str | None = None,
+    ) -> None:
         self.api = api
         self.base = base_url.rstrip("/")
         self.ns = namespace
@@ -100,8 +106,13 @@ class RegisterClient:
         return Completion("fail", None, reply.describe())
 
     async def _create(self, key: str, value: Any) -> Reply:
-        body = {"id": key, "agent_id": "jepsen", "text": encode(value), "embedding": EMBEDDING,
-                "request_id": self._request_id()}
+        body = {
+            "id": key,
+            "agent_id": "jepsen",
+            "text": encode(value),
+            "embedding": EMBEDDING,
+            "request_id": self._request_id(),
+        }
         return await self.api.request("POST", self._url(), body)
 
     async def _patch(self, key: str, value: Any, if_version: int | None = None) -> Reply:

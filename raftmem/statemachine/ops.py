@@ -293,7 +293,7 @@ def patch(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     if "expires_at" in fields:
         new[9] = fields["expires_at"]
     new[6] = row[6] + 1
-    new[8] = ts if fields else row[8]
+    new[8] = ts
     conn.execute(
         "UPDATE memories SET agent_id = ?, text = ?, metadata = ?, tags = ?, version = ?,"
         " updated_at = ?, expires_at = ? WHERE rowid = ?",
@@ -340,7 +340,7 @@ def purge(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     expired = fetch(
         conn,
         "SELECT m.rowid, n.nid FROM memories m JOIN namespaces n ON n.name = m.ns"
-        " WHERE m.expires_at <= ? ORDER BY m.rowid",
+        " WHERE m.expires_at < ? ORDER BY m.rowid",
         (now,),
     )
     for mrow, nid in expired:

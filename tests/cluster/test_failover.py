@@ -71,16 +71,18 @@ def test_kill_leader_while_writing_resumes_within_a_second(cluster: LocalCluster
         wait_for(lambda: len(acked) >= 100, 30, "100 acknowledged writes before the kill")
         killed_at = time.monotonic()
         cluster.kill(leader)
-        wait_for(lambda: any(t > killed_at for _, t in acked), 10, "a write acknowledged after the kill")
-        resumed = min(t for _, t in acked if t > killed_at) - killed_at
-        n_at_resume = len(acked)
-        wait_for(lambda: len(acked) >= n_at_resume + 100, 30, "writes flowing after failover")
+        n_at_kill = len(acked)
+        wait_for(lambda: len(acked) >= n_at_kill + 200, 30, "writes flowing after failover")
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    print(f"writes resumed {resumed * 1000:.0f} ms after kill -9 of the leader")
-    assert resumed < 1.0, f"writes resumed only after {resumed:.3f}s"
+    # The unavailability window: the longest stretch without any acknowledgement
+    # from the kill until writes flowed again.
+    times = [killed_at] + sorted(t for _, t in acked if t > killed_at)
+    stall = max(b - a for a, b in zip(times, times[1:], strict=False))
+    print(f"longest write stall after kill -9 of the leader: {stall * 1000:.0f} ms")
+    assert stall < 1.0, f"writes stalled for {stall:.3f}s"
     # Only the in-flight writes of the kill may have failed, and only indefinitely.
     assert all(isinstance(e, tuple) and e[0] == 504 for e in errors), errors[:5]
 

@@ -1,0 +1,93 @@
+"""End to end: `python -m jepsen_like run` against real node processes on 127.0.0.11..13.
+
+Two runs that keep the harness honest:
+
+* a short smoke run under partitions and kills must be linearizable;
+* the same harness must catch a real bug: nodes started with the test-only
+  ``--unsafe-local-reads`` (reads skip the read barrier and serve local,
+  possibly stale, state) must make a partition run report ``false``.
+
+Why the second is reliable, not lucky: every written value is unique, so a read
+that returns an overwritten value is a violation whenever the overwrite had
+completed before the read began. Clients are bound to every node, and the
+schedule isolates one node for 8 s at a time: the clients on that node keep
+reading its frozen state while writes through the majority keep succeeding,
+which yields hundreds of stale reads per fault. Even between faults, followers
+apply a committed entry after the leader has answered the write, so stale reads
+from followers show up within seconds. The test still allows three attempts
+(different seeds) so a pathological scheduling hiccup cannot fail it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(store: Path, *args: str, timeout: float = 200) -> tuple[int, dict[str, Any], Path]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(ROOT), env.get("PYTHONPATH", "")) if x)
+    before = set(store.iterdir()) if store.exists() else set()
+    proc = subprocess.run(
+        [sys.executable, "-m", "jepsen_like", "run", "--store", str(store), "--no-progress", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    new = sorted(set(store.iterdir()) - before)
+    assert len(new) == 1, f"expected one run directory\n{proc.stdout}\n{proc.stderr}"
+    run_dir = new[0]
+    results = orjson.loads((run_dir / "results.json").read_bytes())
+    assert results["exit_code"] == proc.returncode, proc.stderr
+    return proc.returncode, results, run_dir
+
+
+def describe(results: dict[str, Any]) -> str:
+    return orjson.dumps({k: results.get(k) for k in ("valid", "checkers", "counts", "errors")},
+                        option=orjson.OPT_INDENT_2).decode()
+
+
+def test_smoke_run_under_partitions_and_kills_is_linearizable(tmp_path: Path) -> None:
+    code, results, run_dir = run_cli(
+        tmp_path, "--workload", "register", "--nemesis", "partition,kill", "--time", "30",
+        "--seed", "11", "--fault-time", "4,6", "--healthy-time", "3,5",
+        "--partition-modes", "isolate,leader,halves")
+    assert code == 0, describe(results)
+    assert results["valid"] is True
+    assert results["checkers"]["linearizable"]["valid"] is True
+    assert results["checkers"]["final-reads"]["valid"] is True
+    faults = results["nemesis"]["timeline"]
+    assert {f["nemesis"] for f in faults} == {"partition", "kill"}, faults
+    assert all("error" not in f for f in faults), faults
+    assert results["counts"]["chaos"]["total"]["ok"] > 200
+    for name in ("history.json", "results.json", "timeline.html"):
+        assert (run_dir / name).stat().st_size > 0
+    assert (run_dir / "nodes" / "n1" / "node.log").stat().st_size > 0
+    # the iptables chain, if one was used, is gone
+    if results["nemesis"]["setup"]["partition"]["via"] == "iptables":
+        listing = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True,
+                                 check=False).stdout
+        assert "RAFTMEM-JEPSEN" not in listing
+
+
+def test_unsafe_local_reads_are_caught_as_not_linearizable(tmp_path: Path) -> None:
+    attempts = []
+    for seed in (21, 22, 23):
+        code, results, _ = run_cli(
+            tmp_path, "--workload", "register", "--nemesis", "partition", "--time", "20",
+            "--seed", str(seed), "--partition-modes", "isolate", "--fault-time", "8,8",
+            "--healthy-time", "3,3", "--node-arg=--unsafe-local-reads")
+        attempts.append(results)
+        if results["checkers"]["linearizable"]["valid"] is False:
+            assert code == 1
+            assert results["valid"] is False
+            violation = results["checkers"]["linearizable"]
+            assert violation["key"] is not None and violation["window"]
+            return
+    raise AssertionError("no violation found in 3 runs:\n"
+                         + "\n".join(describe(r) for r in attempts))
