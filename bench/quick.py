@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 DIM = 384
+COUNTER = itertools.count()  # shared by every phase: ids never repeat within a run
 
 
 def percentile(xs: list[float], p: float) -> float:
@@ -39,13 +40,12 @@ async def phase(name: str, urls: list[str], concurrency: int, seconds: float,
     lat: list[float] = []
     errors: dict[str, int] = {}
     stop_at = time.monotonic() + seconds
-    counter = itertools.count()
 
     async def worker(w: int) -> None:
         async with aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode()) as s:
             base = urls[w % len(urls)]
             while time.monotonic() < stop_at:
-                i = next(counter)
+                i = next(COUNTER)
                 method, path, body = make(i)
                 t0 = time.perf_counter()
                 async with s.request(method, base + path, data=body,

@@ -93,8 +93,8 @@ MALFORMED: list[tuple[str, Any, str]] = [
     (
         "two open operations",
         doc([ev(0, "invoke", "write", 1, 0), ev(0, "invoke", "read", None, 1)]),
-        r"ops\[1\] \(id 1\): process 0 invokes operation 1 while its operation 0 "
-        r"\(ops\[0\]\) is still open",
+        r"ops\[1\] \(id 1\): process 0 invokes operation 1 while its operation 0 \(ops\[0\]\) "
+        + "is still open",
     ),
     (
         "id reused",
@@ -103,7 +103,9 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ),
     (
         "completed twice",
-        doc([ev(0, "invoke", "write", 1, 0), ev(0, "ok", "write", 1, 0), ev(0, "ok", "write", 1, 0)]),
+        doc(
+            [ev(0, "invoke", "write", 1, 0), ev(0, "ok", "write", 1, 0), ev(0, "ok", "write", 1, 0)]
+        ),
         "operation 0 completes twice",
     ),
     (
@@ -150,7 +152,9 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ),
     (
         "time backwards",
-        doc([dict(ev(0, "invoke", "write", 1, 0), time=5), dict(ev(0, "ok", "write", 1, 0), time=4)]),
+        doc(
+            [dict(ev(0, "invoke", "write", 1, 0), time=5), dict(ev(0, "ok", "write", 1, 0), time=4)]
+        ),
         "time 4 is before the previous event's 5",
     ),
 ]
