@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from jepsen_like.cli import add_check_parser
+from jepsen_like.harness.cli import add_run_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Jepsen-style testing of raftmem: run workloads, check histories.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # `run` (the fault-injection harness) is registered here the same way, with
-    # its own add_run_parser(subparsers).
+    add_run_parser(subparsers)  # the fault-injection harness: jepsen_like/harness/cli.py
     add_check_parser(subparsers)
     return parser
 

@@ -6,7 +6,8 @@ One verdict per history. Exit status (also in `--help`):
   got it, and every other one is true);
 * 1: some verdict is false or unknown (with `--expect`: some history disagrees
   with its `expected_linearizable`, or one without an expectation is not true);
-* 2: a file could not be read or is not a valid history, or bad arguments.
+* 2: a file could not be read or is not a valid history, no history file was
+  found, or bad arguments.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ EXIT_NOT_LINEARIZABLE = 1
 EXIT_ERROR = 2
 
 _EPILOG = """\
-exit status: 0 if every verdict is true; 1 if any is false or unknown; 2 if a file
-is not a readable history. With --expect, a history whose expected_linearizable is
-true/false counts as good iff its verdict equals it (an expected false that is
-found false is good; unknown never is); one without an expectation is judged as
-without --expect.
+exit status: 0 if every verdict is true; 1 if any is false or unknown; 2 if a
+file is not a readable history or none was found. With --expect, a history whose
+expected_linearizable is true/false counts as good iff its verdict equals it (an
+expected false that is found false is good; unknown never is); one without an
+expectation is judged as without --expect.
 """
 
 
@@ -94,7 +95,11 @@ def run_check(args: argparse.Namespace) -> int:
     status = EXIT_OK
     counts = {"true": 0, "false": 0, "unknown": 0, "error": 0, "disagree": 0}
     html_names: set[str] = set()
-    for path in history_files(args.paths):
+    files = history_files(args.paths)
+    if not files:
+        print("error: no history files (*.json) found", file=sys.stderr)
+        return EXIT_ERROR
+    for path in files:
         try:
             history = load_history(path)
         except HistoryError as exc:

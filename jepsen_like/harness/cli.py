@@ -262,12 +262,3 @@ def run_main(args: argparse.Namespace) -> int:
         print(f"error: {e.strip().splitlines()[-1] if e.strip() else e}", file=sys.stderr)
     print(f"valid: {res['valid']} (exit {outcome.exit_code})")
     return outcome.exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m jepsen_like.harness`), same options as `run`."""
-    parser = argparse.ArgumentParser(prog="python -m jepsen_like")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_run_parser(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))

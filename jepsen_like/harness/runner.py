@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from jepsen_like.checker.check import check_history
 from jepsen_like.checker.history import HistoryError, parse_history
+from jepsen_like.checker.report import render_html
 from jepsen_like.harness import report, timeline
 from jepsen_like.harness.api import Api
 from jepsen_like.harness.cluster import Cluster, ClusterError
@@ -200,6 +201,7 @@ class Run:
                 self._phase("final")
                 await self._final_reads(clients)
                 self._phase("done")
+                await self._snapshot_cluster_state()
             except asyncio.CancelledError:
                 self.interrupted = True
                 self.say("interrupted: healing, stopping nodes, writing what was recorded")
@@ -373,44 +375,53 @@ class Run:
             if not p.alive():
                 self.cluster.restart(p.id)
 
+    async def _snapshot_cluster_state(self) -> None:
+        """Each node's /admin/cluster at the end, beside its log (for post-mortems)."""
+        for p in self.cluster.nodes:
+            state = await self.cluster.cluster_state(p.id)
+            if state is not None:
+                (p.dir / "admin-cluster.json").write_bytes(
+                    orjson.dumps(state, option=orjson.OPT_INDENT_2)
+                )
+
     async def _final_reads(self, clients: dict[str, RegisterClient]) -> None:
-        """Read every key on every node, retrying each until ok or the deadline."""
+        """Read every key on every node, each retried until ok or the shared deadline.
+
+        All (node, key) pairs are read concurrently, each by a process of its
+        own, so a node that cannot serve costs one deadline, not one per key.
+        """
         deadline = time.monotonic() + self.cfg.final_read_timeout_s
 
-        async def reader(node_id: str, process: int) -> None:
+        async def reader(node_id: str, key: str, process: int) -> None:
             client = clients[node_id]
-            for key in self.workload.keys:
-                hkey = self.workload.history_key(key)
-                got: dict[str, Any] = {"ok": False, "attempts": 0}
-                self.final.setdefault(key, {})[node_id] = got
-                while True:
-                    op_id = self.recorder.invoke(
-                        process, "read", hkey, None, node=node_id, final=True
-                    )
-                    c = await client.read(key)
-                    got["attempts"] += 1
-                    self.recorder.complete(
-                        op_id,
-                        c.type,
-                        c.value if c.type == "ok" else None,
-                        node=node_id,
-                        final=True,
-                        **c.extra(),
-                    )
-                    self.counters.add(c.type)
-                    if c.type == "ok":
-                        got.update(ok=True, value=c.value)
-                        break
-                    if time.monotonic() > deadline:
-                        got["error"] = c.error
-                        break
-                    await asyncio.sleep(0.2)  # retry interval of a loop with its own deadline
+            hkey = self.workload.history_key(key)
+            got: dict[str, Any] = {"ok": False, "attempts": 0}
+            self.final.setdefault(key, {})[node_id] = got
+            while True:
+                op_id = self.recorder.invoke(process, "read", hkey, None, node=node_id, final=True)
+                c = await client.read(key)
+                got["attempts"] += 1
+                self.recorder.complete(
+                    op_id,
+                    c.type,
+                    c.value if c.type == "ok" else None,
+                    node=node_id,
+                    final=True,
+                    **c.extra(),
+                )
+                self.counters.add(c.type)
+                if c.type == "ok":
+                    got.update(ok=True, value=c.value)
+                    return
+                if time.monotonic() > deadline:
+                    got["error"] = c.error
+                    return
+                await asyncio.sleep(0.2)  # retry interval of a loop with its own deadline
 
-        base = self.next_process
+        pairs = [(n, k) for n in self.cluster.node_ids for k in self.workload.keys]
         self.say(f"final reads of {len(self.workload.keys)} keys on every node")
-        await asyncio.gather(
-            *(reader(nid, base + i) for i, nid in enumerate(self.cluster.node_ids))
-        )
+        base = self.next_process
+        await asyncio.gather(*(reader(n, k, base + i) for i, (n, k) in enumerate(pairs)))
 
     # -- teardown ------------------------------------------------------------
 
@@ -455,11 +466,16 @@ class Run:
                 f"(time limit {cfg.checker_timeout_s:g}s)"
             )
             try:
-                result = check_history(
-                    parse_history(history, source=str(history_path)), timeout=cfg.checker_timeout_s
-                )
+                parsed = parse_history(history, source=str(history_path))
+                result = check_history(parsed, timeout=cfg.checker_timeout_s)
                 checkers["linearizable"] = result.to_json()
                 checkers["linearizable"]["valid"] = result.linearizable
+                if result.linearizable is False:
+                    # The checker's own page: the failing key's operations around the window.
+                    (self.run_dir / "violation.html").write_text(
+                        render_html(parsed, result), encoding="utf-8"
+                    )
+                    checkers["linearizable"]["report"] = "violation.html"
             except HistoryError as exc:
                 checkers["linearizable"] = {"valid": "unknown", "reason": f"bad history: {exc}"}
         else:

@@ -350,6 +350,11 @@ def render(history: dict[str, Any], results: dict[str, Any]) -> str:
         if "start_ns" in n
     ]
     valid = results.get("valid")
+    violation_link = (
+        '<p>The violation, operation by operation: <a href="violation.html">violation.html</a></p>'
+        if lin.get("report")
+        else ""
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{_esc(results.get("name", "run"))}</title>
 <style>
@@ -376,7 +381,7 @@ valid: {_esc(valid)}</span></h1>
             f'<span style="background:{c};color:#222">{n}</span>' for n, c in NEMESIS_COLORS.items()
         )
     }</div>
-<h2>Checkers</h2>{_table(checker_rows, ["checker", "valid", "detail"])}
+<h2>Checkers</h2>{_table(checker_rows, ["checker", "valid", "detail"])}{violation_link}
 <h2>Operations (chaos phase)</h2>{_table(count_rows, ["f", "ok", "fail", "info"])}
 <h2>Latency of ok operations (ms)</h2>
 {_table(lat_rows, ["f", "n", "p50", "p90", "p99", "max"])}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -88,6 +89,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         transport: GroupTransport,
         timing: RaftTiming,
         sm_factory: Callable[[str], Any] = StateMachine,
+        hardening: frozenset[str] = frozenset({"stale_acks", "prevote"}),
     ) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.group_id = group_id
@@ -116,7 +118,16 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         super().__init__(PeerNode(node_id), others, conf, transport=transport)
         self._deliver_to_raft = transport._onMessageReceivedCallback
         transport.setOnMessageReceivedCallback(self._on_message)
+        self.hardening = hardening
+        self.timing = timing
         self.stale_acks_ignored = 0
+        self.votes_refused = 0
+        self.elections_started = 0
+        self._others = [p.id for p in others]
+        self._leader_contact = float("-inf")
+        self._prevote_term: int | None = None
+        self._prevote_grants: set[str] = set()
+        self._prevote_won = False
         self._synced_len = -1
         self._synced_last: Any = None
         self._synced_term: tuple[int, Any] = (-1, None)
@@ -129,18 +140,31 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         return self.sm.apply(index, payload)
 
     def _on_message(self, node: Any, message: dict[str, Any]) -> None:
-        """Every Raft message for this replica passes here first.
-
-        Defect 1 of docs/consensus.md: a success ack carries no sequence number,
-        and pysyncobj sets ``nextIndex`` from any ack that raises ``matchIndex``,
-        so an older ack arriving after newer entries were sent rewinds
-        ``nextIndex``; the leader then re-sends entries and followers truncate
-        and re-append entries they had already applied. A success ack can only
-        ever move ``nextIndex`` forward; a real gap is reported with
-        ``reset=True``, which still goes through unchanged.
-        """
-        if message.get("type") == "next_node_idx" and message.get("success") \
-                and not message.get("reset") and self._isLeader():
+        """Every Raft message for this replica passes here first (the hardening seam)."""
+        kind = message.get("type")
+        if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
+            self._leader_contact = time.monotonic()
+        if "prevote" in self.hardening:
+            if kind == "prevote":
+                self._answer_prevote(node, message)
+                return
+            if kind == "prevote_resp":
+                self._count_prevote(node, message)
+                return
+            if kind == "request_vote" and self._has_live_leader():
+                # Leader stickiness: while this replica hears from a live leader
+                # (or is it), it does not help depose it.
+                self.votes_refused += 1
+                return
+        if "stale_acks" in self.hardening and kind == "next_node_idx" \
+                and message.get("success") and not message.get("reset") and self._isLeader():
+            # Defect 1 of docs/consensus.md: a success ack carries no sequence
+            # number, and pysyncobj sets nextIndex from any ack that raises
+            # matchIndex, so an older ack arriving after newer entries were
+            # sent rewinds nextIndex; the leader then re-sends, and followers
+            # truncate and re-append entries they had already applied. A
+            # success ack may only move nextIndex forward; a real gap is
+            # reported with reset=True, which passes unchanged.
             next_index = self._SyncObj__raftNextIndex
             before = next_index.get(node)
             self._deliver_to_raft(node, message)
@@ -149,6 +173,65 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                 self.stale_acks_ignored += 1
             return
         self._deliver_to_raft(node, message)
+
+    # -- pre-vote (defect 4) ----------------------------------------------
+    #
+    # pysyncobj campaigns as soon as its election timer fires, with a higher
+    # term, and every follower grants at once: a replica that was partitioned
+    # away comes back with an inflated term and deposes a healthy leader. Here
+    # a replica whose timer fired first asks its peers whether they would vote
+    # (without changing any term); only when a majority, itself included,
+    # says yes does pysyncobj get to campaign. A peer says yes only if it has
+    # not heard from a live leader for the minimum election timeout and the
+    # asker's log is at least as up to date as its own.
+
+    def _has_live_leader(self) -> bool:
+        if self._isLeader():
+            return True
+        return time.monotonic() - self._leader_contact < self.timing.election_min
+
+    def _log_position(self) -> tuple[int, int]:
+        last = self._SyncObj__raftLog[-1]
+        return last[2], last[1]  # (term, index)
+
+    def _answer_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        up_to_date = (message["last_log_term"], message["last_log_index"]) >= self._log_position()
+        granted = (not self._has_live_leader() and up_to_date
+                   and message["term"] > self.raftCurrentTerm)
+        self._SyncObj__transport.send(node, {"type": "prevote_resp", "term": message["term"],
+                                             "granted": granted})
+
+    def _count_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        if message.get("term") != self._prevote_term or not message.get("granted"):
+            return
+        self._prevote_grants.add(node.id)
+        if not self._prevote_won and len(self._prevote_grants) > (len(self._others) + 1) / 2:
+            self._prevote_won = True
+            self._SyncObj__raftElectionDeadline = 0.0  # campaign on this tick
+
+    def gate_election(self) -> None:
+        """Called before each tick: let pysyncobj campaign only after a won pre-vote."""
+        if "prevote" not in self.hardening or self._isLeader() or not self._others:
+            return
+        now = time.monotonic()
+        if self._SyncObj__raftElectionDeadline > now:
+            return
+        if self._prevote_won and self._prevote_term == self.raftCurrentTerm + 1:
+            self._prevote_won = False
+            self._prevote_term = None
+            self.elections_started += 1
+            return  # the deadline stays passed: pysyncobj campaigns now
+        term, index = self._log_position()
+        self._prevote_term = self.raftCurrentTerm + 1
+        self._prevote_grants = {str(self.selfNode.id)}
+        self._prevote_won = False
+        transport = self._SyncObj__transport
+        for peer in self._SyncObj__otherNodes:
+            transport.send(peer, {"type": "prevote", "term": self._prevote_term,
+                                  "last_log_index": index, "last_log_term": term})
+        t = self.timing
+        self._SyncObj__raftElectionDeadline = now + t.election_min + (
+            t.election_max - t.election_min) * random.random()
 
     # -- snapshots (log compaction) ---------------------------------------
 
@@ -211,6 +294,8 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             "applied_index": self.sm.applied_index,
             "ready": self.isReady(),
             "failed": self.failed,
+            "votes_refused": self.votes_refused,
+            "stale_acks_ignored": self.stale_acks_ignored,
         }
 
 
@@ -226,6 +311,9 @@ class HostConfig:
     timing: RaftTiming = field(default_factory=RaftTiming)
     # What each replica applies to; tests of the consensus layer pass a tiny one.
     sm_factory: Callable[[str], Any] = StateMachine
+    # Our fixes of pysyncobj defects (docs/consensus.md); tests switch them off
+    # to reproduce the defect against bare pysyncobj behaviour.
+    hardening: frozenset[str] = frozenset({"stale_acks", "prevote"})
 
 
 class GroupHost:
@@ -240,6 +328,7 @@ class GroupHost:
             self.replicas[gid] = GroupReplica(
                 gid, cfg.node_id, members,
                 os.path.join(cfg.data_dir, "groups", f"g{gid}"), t, cfg.timing, cfg.sm_factory,
+                cfg.hardening,
             )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -295,6 +384,7 @@ class GroupHost:
 
     def _tick(self, r: GroupReplica) -> None:
         try:
+            r.gate_election()
             r.doTick(0.0)
         except CorruptionError as e:
             # Fail-stop: a replica that cannot apply an entry deterministically

@@ -83,10 +83,15 @@ class StateMachine:
     def snapshot_to(self, path: str, meta: bytes) -> None:
         """Write a consistent, self-contained copy of the database plus ``meta`` to ``path``.
 
-        Called between applies (same thread), so the copy holds exactly the
-        state at ``applied_index``.
+        Called from the apply thread, the copy holds exactly the state at
+        ``applied_index``. It reads through its own connection, so it may also
+        run on another thread while applies continue: the copy then holds some
+        later committed state, which is still correct to install, because the
+        copy carries its own applied index and entries at or below it are
+        skipped. (A copy OLDER than the Raft index in ``meta`` would be wrong;
+        one cannot be produced here.)
         """
-        snapshot.write(self._conn, path, meta)
+        snapshot.write(self.path, path, meta)
 
     @staticmethod
     def read_snapshot_meta(path: str) -> tuple[int, bytes]:

@@ -248,7 +248,7 @@ def put_batch(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
 
 def _version_guard(row: tuple[Any, ...], if_version: int | None) -> Result | None:
     current = row[6]
-    if if_version is not None and if_version > current:
+    if if_version is not None and if_version != current:
         return error(
             "version_mismatch",
             f"memory {row[0]!r} is at version {current}, not {if_version}",

@@ -277,10 +277,11 @@ class Reader:
     ) -> MemoryList:
         """Exact top-``k`` live memories by (distance, id), after filters.
 
-        sqlite-vec's KNN (an exhaustive scan, so exact) does the work when the
-        answer is provably inside what it returns; otherwise (k over its limit,
-        or a tie straddling its cut-off) a full distance scan over the
-        candidates decides. Both give the same answer; the first is faster.
+        sqlite-vec's KNN (an exhaustive scan, so exact) does the work, with
+        filters pushed into it as ``rowid IN (...)``, as long as its answer
+        provably holds the top k (see ``_vec0_top``); otherwise (k over vec0's
+        limit, or a large group of ties straddling its cut-off) a full distance
+        scan over the candidates decides. Both give the same answer.
         """
         if not _is_int(k) or k < 1:
             raise ValidationError("k must be a positive integer")
@@ -340,40 +341,60 @@ class Reader:
         now_ms: int,
     ) -> Scored | None:
         """Top-k through vec0's KNN, or None when it cannot prove exactness."""
-        table = vec_table(nsdef.nid)
-        if has_filter:
-            # vec0 applies "rowid IN (...)" before choosing the k nearest.
-            limit = k + 1
-            sql = (
-                f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?"
-                f" AND rowid IN (SELECT m.rowid FROM memories m WHERE {where})"
-            )
-            args: Params = [query, limit, *params]
-        else:
-            # Only TTL filters: over-fetch by the number of expired-but-unpurged
-            # rows (an index count), which is cheaper than an IN list of all rows.
-            expired = fetch(
-                self._conn,
-                "SELECT count(*) FROM memories WHERE ns = ? AND expires_at <= ?",
-                (nsdef.name, now_ms),
-            )[0][0]
-            limit = k + expired + 1
-            sql = f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?"
-            args = [query, limit]
-        if limit > VEC0_MAX_K:
-            return None
-        near = fetch(self._conn, sql, args)
-        found = self._memories_among(where, params, [r for r, _ in near])
-        scored = sorted(
-            ((float(d), found[r]) for r, d in near if r in found),
-            key=lambda h: (h[0], h[1]["id"]),
+        knn = (
+            f"SELECT rowid, distance FROM {vec_table(nsdef.nid)} WHERE embedding MATCH ? AND k = ?"
         )
-        # If vec0 cut its answer at `limit`, every row it left out is at least as
-        # far as its last one: the k-th best is exact only if strictly nearer
-        # than that, else a tie may hide a smaller id.
-        if len(near) == limit and (len(scored) < k or scored[k - 1][0] >= float(near[-1][1])):
-            return None
-        return scored[:k]
+        if not has_filter:
+            # Only TTL to apply. Expired-but-unpurged rows are usually few and far
+            # away, so ask vec0 alone for a little more than k (absorbing up to k
+            # expired rows) before paying for an IN list of every live row.
+            expired = int(
+                fetch(
+                    self._conn,
+                    "SELECT count(*) FROM memories WHERE ns = ? AND expires_at <= ?",
+                    (nsdef.name, now_ms),
+                )[0][0]
+            )
+            found = self._vec0_top(knn, query, [], k, k + 1 + min(expired, k), where, params)
+            if found is not None or expired == 0:
+                return found
+        # vec0 applies "rowid IN (...)" before choosing the nearest.
+        in_filter = f" AND rowid IN (SELECT m.rowid FROM memories m WHERE {where})"
+        return self._vec0_top(knn + in_filter, query, params, k, k + 1, where, params)
+
+    def _vec0_top(
+        self,
+        sql: str,
+        query: bytes,
+        extra: Params,
+        k: int,
+        limit: int,
+        where: str,
+        params: Params,
+    ) -> Scored | None:
+        """Run a vec0 KNN query, widening it a few times until its top k is provably exact.
+
+        vec0 returns the ``limit`` nearest rows (ties cut arbitrarily). Every row
+        it leaves out is at least as far as its last one, so the k-th best
+        matching row is exact only if strictly nearer than that; otherwise a tie
+        (identical embeddings are common: the same text stored twice) may hide a
+        smaller id, and a wider query settles it.
+        """
+        for _ in range(3):
+            limit = min(limit, VEC0_MAX_K)
+            near = fetch(self._conn, sql, [query, limit, *extra])
+            found = self._memories_among(where, params, [r for r, _ in near])
+            scored = sorted(
+                ((float(d), found[r]) for r, d in near if r in found),
+                key=lambda h: (h[0], h[1]["id"]),
+            )
+            cut = len(near) == limit
+            if not cut or (len(scored) >= k and scored[k - 1][0] < float(near[-1][1])):
+                return scored[:k]
+            if limit == VEC0_MAX_K:
+                break
+            limit *= 4
+        return None
 
     def _scan(self, nsdef: Namespace, query: bytes, k: int, where: str, params: Params) -> Scored:
         fn = _DISTANCE_FN[nsdef.metric]

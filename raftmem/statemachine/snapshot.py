@@ -46,12 +46,22 @@ def _remove_if_exists(path: str) -> None:
             os.remove(path + suffix)
 
 
-def write(src: apsw.Connection, path: str, meta: bytes) -> None:
-    """Copy ``src``'s main database to ``path`` (atomically replaced) with ``meta`` inside."""
+def write(db_path: str, path: str, meta: bytes) -> None:
+    """Copy the database at ``db_path`` to ``path`` (atomically replaced) with ``meta`` inside.
+
+    The copy is read through a private read-only connection, in one read
+    transaction: it is consistent, never blocks the writer, and this may run on
+    any thread.
+    """
     tmp = path + ".tmp"
     _remove_if_exists(tmp)
+    src = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
     dest = open_connection(tmp, readonly=False)
     try:
+        # Nothing to protect until the file is complete: no journal, no syncs
+        # page by page; one fsync below.
+        dest.execute("PRAGMA journal_mode = OFF")
+        dest.execute("PRAGMA synchronous = OFF")
         with dest.backup("main", src, "main") as backup:
             backup.step(-1)
         # The copy inherits WAL mode from the source header; switch it back so
@@ -66,6 +76,7 @@ def write(src: apsw.Connection, path: str, meta: bytes) -> None:
             )
     finally:
         dest.close()
+        src.close()
     # The Raft layer compacts its log once this returns: the file must be durable.
     _fsync_path(tmp)
     os.replace(tmp, path)

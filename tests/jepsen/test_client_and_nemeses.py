@@ -18,7 +18,8 @@ from jepsen_like.workloads.client import RegisterClient
 
 def _error(status: int, code: str, definite: bool) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": code, "definite": definite}}, status=status)
+        {"error": {"code": code, "message": code, "definite": definite}}, status=status
+    )
 
 
 class FakeStore:
@@ -74,8 +75,9 @@ class FakeStore:
         return web.json_response(m)
 
 
-def with_store(test: Callable[[FakeStore, RegisterClient], Awaitable[None]],
-               timeout_s: float = 2.0) -> None:
+def with_store(
+    test: Callable[[FakeStore, RegisterClient], Awaitable[None]], timeout_s: float = 2.0
+) -> None:
     async def main() -> None:
         store = FakeStore()
         runner = web.AppRunner(store.app())

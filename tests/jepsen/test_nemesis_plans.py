@@ -33,8 +33,9 @@ def test_same_seed_same_schedule_other_seed_other_schedule() -> None:
 
 
 def test_faults_alternate_with_healthy_stretches_inside_the_run() -> None:
-    faults = make_schedule(1, ["partition", "kill", "pause"], 300, NODES, 4,
-                           fault_s=(5, 10), healthy_s=(5, 10))
+    faults = make_schedule(
+        1, ["partition", "kill", "pause"], 300, NODES, 4, fault_s=(5, 10), healthy_s=(5, 10)
+    )
     assert len(faults) >= 10
     for f in faults:
         assert 0 < f.start < f.end <= 300
@@ -43,7 +44,7 @@ def test_faults_alternate_with_healthy_stretches_inside_the_run() -> None:
         assert after.start - before.end >= 5  # a healthy stretch between two faults
     # turns: every nemesis gets a fault in each round of three
     for i in range(0, len(faults) - 2, 3):
-        assert {f.nemesis for f in faults[i:i + 3]} == {"partition", "kill", "pause"}
+        assert {f.nemesis for f in faults[i : i + 3]} == {"partition", "kill", "pause"}
 
 
 def test_no_nemesis_no_faults() -> None:
@@ -57,8 +58,9 @@ def test_the_last_fault_is_cut_at_the_end_of_the_run() -> None:
 
 
 def test_params_are_drawn_from_the_seed() -> None:
-    faults = make_schedule(5, ["partition", "kill"], 200, NODES, 4,
-                           partition_modes=("isolate", "leader"))
+    faults = make_schedule(
+        5, ["partition", "kill"], 200, NODES, 4, partition_modes=("isolate", "leader")
+    )
     for f in faults:
         assert sorted(f.params["order"]) == NODES
         assert 0 <= f.params["group"] < 4

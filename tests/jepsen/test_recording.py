@@ -39,7 +39,11 @@ def test_events_are_recorded_in_order_with_increasing_times() -> None:
     rec.complete(a, "ok", 1, node="n1")
     rec.complete(b, "ok", 1, node="n2")
     assert [(e["id"], e["type"]) for e in rec.events] == [
-        (a, "invoke"), (b, "invoke"), (a, "ok"), (b, "ok")]
+        (a, "invoke"),
+        (b, "invoke"),
+        (a, "ok"),
+        (b, "ok"),
+    ]
     times = [e["time"] for e in rec.events]
     assert times == sorted(times) and times[0] >= 0
     assert rec.events[2]["latency_ns"] == times[2] - times[0]
@@ -96,22 +100,25 @@ def err(code: str, definite: bool) -> dict[str, object]:
     return {"error": {"code": code, "message": code, "definite": definite}}
 
 
-@pytest.mark.parametrize(("reply", "expected"), [
-    (Reply(200, {"id": "k"}), "ok"),
-    (Reply(201, {"id": "k"}), "ok"),
-    (Reply(409, err("version_mismatch", True)), "fail"),
-    (Reply(404, err("not_found", True)), "fail"),
-    (Reply(400, err("invalid_request", True)), "fail"),
-    (Reply(503, err("no_leader", True)), "fail"),
-    (Reply(503, err("epoch_mismatch", True)), "fail"),
-    (Reply(504, err("commit_timeout", False)), "info"),
-    (Reply(500, err("internal", False)), "info"),
-    (Reply(502, None), "info"),
-    (Reply(400, None), "fail"),
-    (Reply(None, error="timeout"), "info"),
-    (Reply(None, error="server disconnected"), "info"),
-    (Reply(None, error="connect: refused", connected=False), "fail"),
-])
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (Reply(200, {"id": "k"}), "ok"),
+        (Reply(201, {"id": "k"}), "ok"),
+        (Reply(409, err("version_mismatch", True)), "fail"),
+        (Reply(404, err("not_found", True)), "fail"),
+        (Reply(400, err("invalid_request", True)), "fail"),
+        (Reply(503, err("no_leader", True)), "fail"),
+        (Reply(503, err("epoch_mismatch", True)), "fail"),
+        (Reply(504, err("commit_timeout", False)), "info"),
+        (Reply(500, err("internal", False)), "info"),
+        (Reply(502, None), "info"),
+        (Reply(400, None), "fail"),
+        (Reply(None, error="timeout"), "info"),
+        (Reply(None, error="server disconnected"), "info"),
+        (Reply(None, error="connect: refused", connected=False), "fail"),
+    ],
+)
 def test_outcome_table(reply: Reply, expected: str) -> None:
     assert outcome(reply) == expected
 
@@ -192,18 +199,29 @@ def test_timeline_is_self_contained_and_well_formed() -> None:
         rec.complete(op, ["ok", "fail", "info"][i % 3], i, node="n1")
     history = rec.document("t", "kv")
     results = {
-        "name": "t<&>", "valid": False, "replay": "python -m jepsen_like run --seed 1",
+        "name": "t<&>",
+        "valid": False,
+        "replay": "python -m jepsen_like run --seed 1",
         "config": {"concurrency": 4},
         "checkers": {"linearizable": {"valid": False, "key": "k", "op": 3, "window": [3, 4]}},
-        "counts": report.counts(rec.events), "latency_ms": report.latencies(rec.events),
+        "counts": report.counts(rec.events),
+        "latency_ms": report.latencies(rec.events),
         "phases_ns": {"chaos": [0, 200], "heal": [200, 300]},
-        "nemesis": {"timeline": [{"nemesis": "partition", "start_ns": 100, "end_ns": 300,
-                                  "inject": {"mode": "isolate",
-                                             "components": [["n1", "n2"], ["n3"]]}}]},
+        "nemesis": {
+            "timeline": [
+                {
+                    "nemesis": "partition",
+                    "start_ns": 100,
+                    "end_ns": 300,
+                    "inject": {"mode": "isolate", "components": [["n1", "n2"], ["n3"]]},
+                }
+            ]
+        },
     }
     page = timeline.render(history, results)
     assert "<script" not in page and "http://" not in page.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
     assert "t&lt;&amp;&gt;" in page
     svgs = re.findall(r"<svg.*?</svg>", page, re.DOTALL)
     assert len(svgs) == 3
@@ -218,9 +236,24 @@ def test_timeline_is_self_contained_and_well_formed() -> None:
 def test_run_options_become_a_config_and_a_replay_command() -> None:
     parser = argparse.ArgumentParser()
     add_run_parser(parser.add_subparsers(dest="command"))
-    argv = ["run", "--workload", "kv", "--nemesis", "partition,kill", "--time", "30",
-            "--seed", "42", "--node-arg=--unsafe-local-reads", "--fault-time", "2,4",
-            "--partition-modes", "isolate,leader", "--consistency", "lease"]
+    argv = [
+        "run",
+        "--workload",
+        "kv",
+        "--nemesis",
+        "partition,kill",
+        "--time",
+        "30",
+        "--seed",
+        "42",
+        "--node-arg=--unsafe-local-reads",
+        "--fault-time",
+        "2,4",
+        "--partition-modes",
+        "isolate,leader",
+        "--consistency",
+        "lease",
+    ]
     args = parser.parse_args(argv)
     cfg = config_from_args(args, argv)
     assert cfg.nemeses == ["partition", "kill"]
@@ -232,7 +265,11 @@ def test_run_options_become_a_config_and_a_replay_command() -> None:
     assert "--seed 42" in replay and "--node-arg=--unsafe-local-reads" in replay
     again = config_from_args(parser.parse_args(replay.split()[3:]), [])
     assert (again.nemeses, again.seed, again.node_args, again.fault_s) == (
-        cfg.nemeses, cfg.seed, cfg.node_args, cfg.fault_s)
+        cfg.nemeses,
+        cfg.seed,
+        cfg.node_args,
+        cfg.fault_s,
+    )
 
 
 def test_planned_nemeses_are_refused_with_a_reason() -> None:

@@ -136,6 +136,11 @@ def test_malformed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert doc["linearizable"] is None and "never complete" in doc["error"]
 
 
+def test_no_files_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(tmp_path)]) == 2
+    assert "no history files" in capsys.readouterr().err
+
+
 def test_html_reports_for_violations_only(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     proc = run("check", str(HISTORIES), "--expect", "--html", str(out))
@@ -150,3 +155,17 @@ def test_help_lists_check() -> None:
     assert proc.returncode == 0 and "check" in proc.stdout
     proc = run("check", "--help")
     assert "exit status" in proc.stdout and "--expect" in proc.stdout
+
+
+def test_the_checker_imports_nothing_from_raftmem() -> None:
+    code = (
+        "import sys\n"
+        "import jepsen_like.checker, jepsen_like.cli\n"
+        "import jepsen_like.checker.generate, jepsen_like.checker.bench\n"
+        "bad = sorted(m for m in sys.modules if m == 'raftmem' or m.startswith('raftmem.'))\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr

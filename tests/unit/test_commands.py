@@ -86,14 +86,22 @@ MALFORMED = [
     b'\x01{"op": 7}',
     b'\x01{"op": "barrier", "extra": 1}',
     b'\x01{"op": "purge", "now": 1}',
-    b'\x01{"op": "put", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
-    b' "memory": {"id": "x", "embedding": [1.0, 2.0]}}',
-    b'\x01{"op": "put", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
-    b' "memory": {"id": "x", "embedding": "!!not base64!!"}}',
-    b'\x01{"op": "put", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
-    b' "memory": {"id": "x", "embedding": "AAA="}}',
-    b'\x01{"op": "put_batch", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
-    b' "memories": {"id": "x"}}',
+    (
+        b'\x01{"op": "put", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
+        b' "memory": {"id": "x", "embedding": [1.0, 2.0]}}'
+    ),
+    (
+        b'\x01{"op": "put", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
+        b' "memory": {"id": "x", "embedding": "!!not base64!!"}}'
+    ),
+    (
+        b'\x01{"op": "put", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
+        b' "memory": {"id": "x", "embedding": "AAA="}}'
+    ),
+    (
+        b'\x01{"op": "put_batch", "ns": "n", "ts": 1, "request_id": null, "epoch": null,'
+        b' "memories": {"id": "x"}}'
+    ),
 ]
 
 
@@ -123,10 +131,11 @@ def test_random_bytes_never_raise_anything_but_corruption(payload: bytes) -> Non
         lambda: C.create_namespace("ns", 0, "cosine", 1, None),
         lambda: C.create_namespace("ns", True, "cosine", 1, None),
         lambda: C.create_namespace("ns", 3, "dot", 1, None),
-        lambda: C.create_namespace("ns", 3, "l2", 1.5, None),
+        lambda: C.create_namespace("ns", 3, "l2", 1.5, None),  # type: ignore[arg-type]
         lambda: C.put("ns", memory(ttl_s=5), 1, None, None),
-        lambda: C.put("ns", {"id": "x", "agent_id": "a", "text": "t", "embedding": [1.0]}, 1,
-                      None, None),
+        lambda: C.put(
+            "ns", {"id": "x", "agent_id": "a", "text": "t", "embedding": [1.0]}, 1, None, None
+        ),
         lambda: C.put("ns", memory(""), 1, None, None),
         lambda: C.put("ns", memory(emb=[]), 1, None, None),
         lambda: C.put("ns", memory(emb=[[1.0, 2.0]]), 1, None, None),
@@ -137,12 +146,12 @@ def test_random_bytes_never_raise_anything_but_corruption(payload: bytes) -> Non
         lambda: C.put("ns", memory(expires_at=1.5), 1, None, None),
         lambda: C.put("ns", memory(), 1, "", None),
         lambda: C.put("ns", memory(), 1, None, [1]),
-        lambda: C.put_batch("ns", memory(), 1, None, None),
+        lambda: C.put_batch("ns", memory(), 1, None, None),  # type: ignore[arg-type]
         lambda: C.patch("ns", "x", {"version": 3}, None, 1, None, None),
         lambda: C.patch("ns", "x", {"text": 3}, None, 1, None, None),
-        lambda: C.patch("ns", "x", {}, "3", 1, None, None),
+        lambda: C.patch("ns", "x", {}, "3", 1, None, None),  # type: ignore[arg-type]
         lambda: C.delete("ns", "", None, 1, None, None),
-        lambda: C.purge(1, None),
+        lambda: C.purge(1, None),  # type: ignore[arg-type]
     ],
 )
 def test_builders_reject_bad_values(build: Any) -> None:

@@ -28,7 +28,10 @@ class Log:
 
 def mem(mid: str, emb: Any = (1.0, 0.0, 0.0), **kw: Any) -> dict[str, Any]:
     m: dict[str, Any] = {
-        "id": mid, "agent_id": "agent", "text": f"text {mid}", "embedding": list(emb),
+        "id": mid,
+        "agent_id": "agent",
+        "text": f"text {mid}",
+        "embedding": list(emb),
         "expires_at": None,
     }
     m.update(kw)
@@ -67,7 +70,8 @@ def code(result: dict[str, Any]) -> str:
 def test_create_namespace_idempotent_and_conflicting(log: Log) -> None:
     again = log(C.create_namespace("ns", 3, "cosine", 999, "r1"))
     assert again == {
-        "ok": True, "created": False,
+        "ok": True,
+        "created": False,
         "namespace": {"name": "ns", "dim": 3, "metric": "cosine", "created_at": 1},
     }
     assert code(log(C.create_namespace("ns", 4, "cosine", 5, None))) == "namespace_conflict"
@@ -77,8 +81,12 @@ def test_create_namespace_idempotent_and_conflicting(log: Log) -> None:
 
 def test_namespace_queries(log: Log, reader: Reader) -> None:
     log(C.create_namespace("a-first", 2, "l2", 3, None))
-    assert reader.get_namespace("ns") == {"name": "ns", "dim": 3, "metric": "cosine",
-                                          "created_at": 1}
+    assert reader.get_namespace("ns") == {
+        "name": "ns",
+        "dim": 3,
+        "metric": "cosine",
+        "created_at": 1,
+    }
     assert reader.get_namespace("missing") is None
     assert [n["name"] for n in reader.list_namespaces()] == ["a-first", "ns"]
 
@@ -87,12 +95,26 @@ def test_namespace_queries(log: Log, reader: Reader) -> None:
 
 
 def test_put_result_shape(log: Log, reader: Reader) -> None:
-    res = log(C.put("ns", mem("m1", metadata={"z": 1, "a": {"y": 2, "b": 1}}, tags=["t"],
-                                expires_at=500), 10, "r1", [1, 1]))
+    res = log(
+        C.put(
+            "ns",
+            mem("m1", metadata={"z": 1, "a": {"y": 2, "b": 1}}, tags=["t"], expires_at=500),
+            10,
+            "r1",
+            [1, 1],
+        )
+    )
     expected = {
-        "id": "m1", "namespace": "ns", "agent_id": "agent", "text": "text m1",
-        "metadata": {"a": {"b": 1, "y": 2}, "z": 1}, "tags": ["t"], "version": 1,
-        "created_at": 10, "updated_at": 10, "expires_at": 500,
+        "id": "m1",
+        "namespace": "ns",
+        "agent_id": "agent",
+        "text": "text m1",
+        "metadata": {"a": {"b": 1, "y": 2}, "z": 1},
+        "tags": ["t"],
+        "version": 1,
+        "created_at": 10,
+        "updated_at": 10,
+        "expires_at": 500,
     }
     assert res == {"ok": True, "memory": expected}
     assert "embedding" not in res["memory"]
@@ -115,24 +137,48 @@ def test_put_errors(log: Log) -> None:
 
 def test_put_batch_items_are_independent(log: Log, reader: Reader) -> None:
     log(C.put("ns", mem("dup"), 10, None, None))
-    res = log(C.put_batch("ns", [mem("a"), mem("dup"), mem("b", emb=(1.0,)), mem("a"),
-                                 mem("c")], 20, "rb", None))
+    res = log(
+        C.put_batch(
+            "ns", [mem("a"), mem("dup"), mem("b", emb=(1.0,)), mem("a"), mem("c")], 20, "rb", None
+        )
+    )
     assert res["ok"] is True
     assert [r["ok"] for r in res["results"]] == [True, False, False, False, True]
     assert [r["error"]["code"] for r in res["results"] if not r["ok"]] == [
-        "already_exists", "dimension_mismatch", "already_exists"
+        "already_exists",
+        "dimension_mismatch",
+        "already_exists",
     ]
     assert [m["id"] for m in reader.list("ns", None, None, 10, None, 21)] == ["a", "c", "dup"]
 
 
 def test_patch_and_cas(log: Log, reader: Reader) -> None:
     log(C.put("ns", mem("m", tags=["old"], metadata={"k": 1}), 10, None, None))
-    res = log(C.patch("ns", "m", {"text": "new", "tags": ["t1", "t2"], "metadata": {"x": 2},
-                                  "agent_id": "b", "embedding": [0.0, 1.0, 0.0],
-                                  "expires_at": 900}, 1, 20, None, None))
+    res = log(
+        C.patch(
+            "ns",
+            "m",
+            {
+                "text": "new",
+                "tags": ["t1", "t2"],
+                "metadata": {"x": 2},
+                "agent_id": "b",
+                "embedding": [0.0, 1.0, 0.0],
+                "expires_at": 900,
+            },
+            1,
+            20,
+            None,
+            None,
+        )
+    )
     m = res["memory"]
-    assert (m["text"], m["tags"], m["metadata"], m["agent_id"]) == ("new", ["t1", "t2"],
-                                                                   {"x": 2}, "b")
+    assert (m["text"], m["tags"], m["metadata"], m["agent_id"]) == (
+        "new",
+        ["t1", "t2"],
+        {"x": 2},
+        "b",
+    )
     assert (m["version"], m["created_at"], m["updated_at"], m["expires_at"]) == (2, 10, 20, 900)
     assert reader.get("ns", "m", 21) == m
     got = reader.get("ns", "m", 21, include_embedding=True)
@@ -155,8 +201,11 @@ def test_delete_and_cas(log: Log, reader: Reader) -> None:
     log(C.patch("ns", "m", {"text": "v2"}, None, 11, None, None))
     miss = log(C.delete("ns", "m", 1, 12, None, None))
     assert code(miss) == "version_mismatch" and miss["error"]["current_version"] == 2
-    assert log(C.delete("ns", "m", 2, 13, None, None)) == {"ok": True, "deleted": True,
-                                                          "version": 2}
+    assert log(C.delete("ns", "m", 2, 13, None, None)) == {
+        "ok": True,
+        "deleted": True,
+        "version": 2,
+    }
     assert reader.get("ns", "m", 14) is None
     assert code(log(C.delete("ns", "m", None, 15, None, None))) == "not_found"
     # The id is free again and starts a fresh history.
@@ -184,8 +233,9 @@ def test_applied_index_advances_even_on_user_errors(sm: StateMachine, log: Log) 
     assert sm.applied_index == start + 10
 
 
-def test_entries_at_or_below_applied_index_are_skipped(sm: StateMachine, log: Log,
-                                                        reader: Reader) -> None:
+def test_entries_at_or_below_applied_index_are_skipped(
+    sm: StateMachine, log: Log, reader: Reader
+) -> None:
     log(C.put("ns", mem("m"), 10, None, None))
     idx = sm.applied_index
     skipped = {"ok": True, "skipped": True}
@@ -285,8 +335,7 @@ def test_purge_removes_expired(log: Log, reader: Reader) -> None:
 
 def test_list_filters_and_pages(log: Log, reader: Reader) -> None:
     for i in range(10):
-        log(C.put("ns", mem(f"m{i:02d}", agent_id=f"a{i % 2}", tags=[f"t{i % 3}"]), 10, None,
-                  None))
+        log(C.put("ns", mem(f"m{i:02d}", agent_id=f"a{i % 2}", tags=[f"t{i % 3}"]), 10, None, None))
     page1 = reader.list("ns", None, None, 4, None, 11)
     page2 = reader.list("ns", None, None, 4, page1[-1]["id"], 11)
     assert [m["id"] for m in page1 + page2] == [f"m{i:02d}" for i in range(8)]
@@ -325,8 +374,9 @@ def test_undecodable_entry_raises_and_leaves_index(sm: StateMachine, log: Log) -
         assert r.applied_index() == idx
 
 
-def test_exception_inside_apply_rolls_back(sm: StateMachine, log: Log,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exception_inside_apply_rolls_back(
+    sm: StateMachine, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def half_then_boom(conn: Any, cmd: dict[str, Any]) -> dict[str, Any]:
         ops.put(conn, cmd)  # writes the memory ...
         raise RuntimeError("bug")  # ... then fails
@@ -343,8 +393,9 @@ def test_exception_inside_apply_rolls_back(sm: StateMachine, log: Log,
     assert sm.apply(idx + 1, C.encode(C.put("ns", mem("m"), 10, "rid", None)))["ok"]
 
 
-def test_bad_values_that_reach_the_log_are_results_not_corruption(sm: StateMachine,
-                                                                  log: Log) -> None:
+def test_bad_values_that_reach_the_log_are_results_not_corruption(
+    sm: StateMachine, log: Log
+) -> None:
     """A builder bypassed (or an older node) must not halt every replica of the group."""
     import orjson
 
@@ -354,22 +405,36 @@ def test_bad_values_that_reach_the_log_are_results_not_corruption(sm: StateMachi
 
     env = {"ts": 5, "request_id": None, "epoch": None}
     emb = C.pack_vector([1.0, 0.0, 0.0])
-    cases = [
+    cases: list[dict[str, Any]] = [
         {"op": "put", "ns": "ns", "memory": {"id": "x", "embedding": emb}, **env},
         {"op": "put", "ns": "ns", "memory": "nope", **env},
         {"op": "put", "ns": 5, "memory": {}, **env},
         {"op": "put", "ns": "ns", "memory": {**mem("x"), "embedding": emb, "tags": "t"}, **env},
-        {"op": "put", "ns": "ns", "memory": {**mem("x"), "embedding": C.pack_vector(
-            [float("inf"), 0.0, 0.0])}, **env},
+        {
+            "op": "put",
+            "ns": "ns",
+            "memory": {**mem("x"), "embedding": C.pack_vector([float("inf"), 0.0, 0.0])},
+            **env,
+        },
         {"op": "patch", "ns": "ns", "id": "x", "fields": {"bogus": 1}, "if_version": None, **env},
         {"op": "delete", "ns": "ns", "id": "x", "if_version": "1", **env},
-        {"op": "create_namespace", "ns": "n2", "dim": -1, "metric": "l2", "ts": 1,
-         "request_id": None},
+        {
+            "op": "create_namespace",
+            "ns": "n2",
+            "dim": -1,
+            "metric": "l2",
+            "ts": 1,
+            "request_id": None,
+        },
         {"op": "purge", "now": "soon", "dedup_before": 0},
         {"op": "put", "ns": "ns", "memory": mem("x"), "ts": 5, "request_id": 17, "epoch": None},
     ]
     for cmd in cases:
-        if cmd["op"] == "put" and isinstance(cmd["memory"], dict) and "embedding" in cmd[
-                "memory"] and not isinstance(cmd["memory"]["embedding"], str):
+        if (
+            cmd["op"] == "put"
+            and isinstance(cmd["memory"], dict)
+            and "embedding" in cmd["memory"]
+            and not isinstance(cmd["memory"]["embedding"], str)
+        ):
             cmd["memory"]["embedding"] = emb
         assert code(raw(cmd)) == "invalid_request", cmd

@@ -77,8 +77,9 @@ def command_list() -> list[bytes]:
     ts += 100
     for i in range(0, 30, 3):
         fields = {"text": f"patched {i}", "tags": ["p"], "embedding": rng.standard_normal(8)}
-        cmds.append(C.patch("docs", f"d{i:02d}", fields, 1 if i % 2 else 7, ts + i, f"pa{i}",
-                            [1, 1]))
+        cmds.append(
+            C.patch("docs", f"d{i:02d}", fields, 1 if i % 2 else 7, ts + i, f"pa{i}", [1, 1])
+        )
     cmds.append(C.patch("docs", "d01", {"metadata": {"z": True}}, None, ts, "pa1", [1, 1]))
     cmds.append(C.patch("docs", "d01", {"metadata": {"z": False}}, None, ts, "pa1", [1, 1]))
     cmds.append(C.patch("code", "c2", {"expires_at": ts + 5}, None, ts, None, [1, 1]))
@@ -123,8 +124,14 @@ def test_replay_into_two_fresh_databases_is_identical(tmp_path: Path) -> None:
     assert results_a == results_b
     # The list exercises what it claims to.
     codes = {r["error"]["code"] for r in results_a if not r["ok"]}
-    assert codes >= {"namespace_conflict", "already_exists", "namespace_not_found",
-                     "dimension_mismatch", "version_mismatch", "not_found"}
+    assert codes >= {
+        "namespace_conflict",
+        "already_exists",
+        "namespace_not_found",
+        "dimension_mismatch",
+        "version_mismatch",
+        "not_found",
+    }
     with Reader(a) as ra, Reader(b) as rb:
         assert ra.digest() == rb.digest()
         assert ra.content() == rb.content()
@@ -165,29 +172,37 @@ def test_snapshot_plus_tail_converges(tmp_path: Path) -> None:
 
 
 def test_digest_sees_every_kind_of_difference(tmp_path: Path) -> None:
-    payloads = command_list()
-    base = str(tmp_path / "base.db")
-    replay(base, payloads)
-    variants = {
-        "embedding": C.patch("docs", "d99", {"embedding": np.ones(8)}, None, 9_999, None, None),
-        "text": C.patch("docs", "d99", {"text": "changed"}, None, 9_999, None, None),
-        "request": C.barrier() | {},
-    }
-    seen = {digest(base)}
-    for name, cmd in variants.items():
+    def one_put(name: str, request_id: str | None = None, **changes: Any) -> str:
+        m = {
+            "id": "m",
+            "agent_id": "a",
+            "text": "t",
+            "embedding": [1.0, 2.0],
+            "metadata": {"k": 1},
+            "tags": ["x"],
+            "expires_at": None,
+            **changes,
+        }
         path = str(tmp_path / f"{name}.db")
-        shutil.copy(base, path)
-        for suffix in ("-wal", "-shm"):
-            if Path(base + suffix).exists():
-                shutil.copy(base + suffix, path + suffix)
-        with StateMachine(path) as sm:
-            if name == "request":
-                sm.apply(len(payloads) + 1, C.encode(C.put("docs", _mem(
-                    np.random.default_rng(1), "d05", 8), 9_999, "new-rid", None)))
-            else:
-                sm.apply(len(payloads) + 1, C.encode(cmd))
-        seen.add(digest(path))
-    assert len(seen) == 1 + len(variants)
+        replay(
+            path,
+            [
+                C.encode(C.create_namespace("ns", 2, "l2", 1, None)),
+                C.encode(C.put("ns", m, 2, request_id, None)),
+            ],
+        )
+        return digest(path)
+
+    base = one_put("base")
+    assert one_put("again") == base  # the applied index and file are not part of it
+    variants = [
+        one_put("embedding", embedding=[1.0, 2.5]),
+        one_put("metadata", metadata={"k": 1.5}),
+        one_put("tags", tags=["y"]),
+        one_put("expiry", expires_at=10_000),
+        one_put("request", request_id="rid"),
+    ]
+    assert len({base, *variants}) == 1 + len(variants)
 
 
 # --- model-based: random command sequences vs a tiny reference model -----------------
@@ -229,9 +244,17 @@ class Model:
         if self.live(ns, m["id"], ts):
             return self.err("already_exists")
         rec = {
-            "id": m["id"], "namespace": ns, "agent_id": m["agent_id"], "text": m["text"],
-            "metadata": m["metadata"], "tags": m["tags"], "version": 1, "created_at": ts,
-            "updated_at": ts, "expires_at": m["expires_at"], "embedding": m["embedding"],
+            "id": m["id"],
+            "namespace": ns,
+            "agent_id": m["agent_id"],
+            "text": m["text"],
+            "metadata": m["metadata"],
+            "tags": m["tags"],
+            "version": 1,
+            "created_at": ts,
+            "updated_at": ts,
+            "expires_at": m["expires_at"],
+            "embedding": m["embedding"],
         }
         self.mems[(ns, m["id"])] = rec
         return {"ok": True, "memory": self.public(rec)}
@@ -241,8 +264,11 @@ class Model:
         if op == "barrier":
             return {"ok": True}
         if op == "purge":
-            gone = [key for key, m in self.mems.items()
-                    if m["expires_at"] is not None and m["expires_at"] <= cmd["now"]]
+            gone = [
+                key
+                for key, m in self.mems.items()
+                if m["expires_at"] is not None and m["expires_at"] <= cmd["now"]
+            ]
             for key in gone:
                 del self.mems[key]
             old = [r for r, (_, ts) in self.requests.items() if ts < cmd["dedup_before"]]
@@ -267,8 +293,16 @@ class Model:
                     return self.err("namespace_conflict", namespace=definition)
                 return {"ok": True, "namespace": definition, "created": False}
             self.namespaces[ns] = (cmd["dim"], cmd["metric"], ts)
-            return {"ok": True, "created": True, "namespace": {
-                "name": ns, "dim": cmd["dim"], "metric": cmd["metric"], "created_at": ts}}
+            return {
+                "ok": True,
+                "created": True,
+                "namespace": {
+                    "name": ns,
+                    "dim": cmd["dim"],
+                    "metric": cmd["metric"],
+                    "created_at": ts,
+                },
+            }
         if ns not in self.namespaces:
             return self.err("namespace_not_found")
         if op == "put":
@@ -305,11 +339,12 @@ def strip_messages(result: Any) -> Any:
 
 NAMESPACES = ["cos", "euc", "none"]
 IDS = ["m0", "m1", "m2"]
-RIDS = [None, None, None, "r0", "r1", "r2"]
+# Mostly no request id; a few ids reused across commands exercise dedup.
+RIDS = [None] * 8 + ["r0", "r1", "r2", "r3"]
 
 # Mostly the namespaces' dimension (2), sometimes not; zero vectors now and then.
-vectors = st.lists(st.integers(-2, 2).map(float), min_size=2, max_size=2) | st.lists(
-    st.integers(-2, 2).map(float), min_size=1, max_size=3
+vectors = st.sampled_from([2, 2, 2, 2, 2, 1, 3]).flatmap(
+    lambda n: st.lists(st.integers(-2, 2).map(float), min_size=n, max_size=n)
 )
 namespaces = st.sampled_from(["cos", "euc", "euc", "none"])
 
@@ -337,10 +372,23 @@ def command_sequences(draw: st.DrawFn) -> list[dict[str, Any]]:
     for _ in range(draw(st.integers(1, 50))):
         # Steps of 5 land exactly on expiry deadlines (ts + 5, ts + 10) often.
         ts += draw(st.sampled_from([0, 5, 5, 10]))
-        kind = draw(st.sampled_from(
-            ["ns", "put", "put", "put", "batch", "patch", "patch", "patch", "delete", "purge",
-             "barrier"]
-        ))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "ns",
+                    "put",
+                    "put",
+                    "put",
+                    "batch",
+                    "patch",
+                    "patch",
+                    "patch",
+                    "delete",
+                    "purge",
+                    "barrier",
+                ]
+            )
+        )
         ns = draw(namespaces)
         rid = draw(st.sampled_from(RIDS))
         if kind == "ns":
@@ -357,14 +405,19 @@ def command_sequences(draw: st.DrawFn) -> list[dict[str, Any]]:
             if kind == "delete":
                 out.append(C.delete(ns, mid, if_version, ts, rid, [1, 1]))
             else:
-                fields = draw(st.fixed_dictionaries({}, optional={
-                    "text": st.sampled_from(["a", "b"]),
-                    "embedding": vectors,
-                    "tags": st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=2),
-                    "metadata": st.sampled_from([{}, {"k": 2}]),
-                    "agent_id": st.sampled_from(["x", "z"]),
-                    "expires_at": st.sampled_from([None, ts + 5]),
-                }))
+                fields = draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "text": st.sampled_from(["a", "b"]),
+                            "embedding": vectors,
+                            "tags": st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=2),
+                            "metadata": st.sampled_from([{}, {"k": 2}]),
+                            "agent_id": st.sampled_from(["x", "z"]),
+                            "expires_at": st.sampled_from([None, ts + 5]),
+                        },
+                    )
+                )
                 out.append(C.patch(ns, mid, fields, if_version, ts, rid, [1, 1]))
         elif kind == "purge":
             out.append(C.purge(ts, ts - draw(st.sampled_from([0, 5, 20]))))
@@ -410,13 +463,16 @@ def test_state_machine_matches_reference_model(scratch: Path, cmds: list[dict[st
             for now in (last_ts, last_ts + 100):
                 listed = ra.list(ns, None, None, 100, None, now)
                 expected = sorted(
-                    (model.public(m) for (n, _), m in model.mems.items()
-                     if n == ns and model.live(ns, m["id"], now)),
+                    (
+                        model.public(m)
+                        for (n, _), m in model.mems.items()
+                        if n == ns and model.live(ns, m["id"], now)
+                    ),
                     key=lambda m: m["id"],
                 )
                 assert listed == expected
-                for m in expected:
-                    got = ra.get(ns, m["id"], now, include_embedding=True)
-                    assert got is not None
-                    assert got["embedding"] == model.mems[(ns, m["id"])]["embedding"]
+                for want in expected:
+                    stored = ra.get(ns, want["id"], now, include_embedding=True)
+                    assert stored is not None
+                    assert stored["embedding"] == model.mems[(ns, want["id"])]["embedding"]
     shutil.rmtree(work, ignore_errors=True)
