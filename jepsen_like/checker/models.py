@@ -50,9 +50,10 @@ def register_step(state: State, op: Input) -> tuple[bool, State]:
         # A cas whose comparison failed is recorded as `fail` and never gets here;
         # an ok or info cas took effect only if the register held `expected`.
         return state == arg[0], arg[1]
-    # Append: an absent register (null) counts as "". Appending to a non-string
-    # cannot succeed, so an ok append on one is a violation and an info append on
-    # one can only have had no effect.
+    # Append: an absent register (null) counts as "" as an operand only; a read
+    # of it still returns null, and "" is a different value. Appending to a
+    # non-string cannot succeed, so an ok append on one is a violation and an
+    # info append on one can only have had no effect.
     if state is None:
         return True, arg
     if type(state) is str:

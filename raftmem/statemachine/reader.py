@@ -37,7 +37,6 @@ from raftmem.statemachine.schema import (
 
 # Aliases: inside Reader, "list" names the method, not the builtin.
 MemoryList = list[dict[str, Any]]
-Hit = dict[str, Any]
 Params = list[Any]
 Scored = list[tuple[float, dict[str, Any]]]
 Records = list[tuple[str, dict[str, Any], bytes]]
