@@ -151,10 +151,23 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             if kind == "prevote_resp":
                 self._count_prevote(node, message)
                 return
-            if kind == "request_vote" and self._has_live_leader():
+            if kind == "request_vote" and not message.get("term_notice") \
+                    and self._has_live_leader():
                 # Leader stickiness: while this replica hears from a live leader
                 # (or is it), it does not help depose it.
                 self.votes_refused += 1
+                return
+            if kind == "append_entries" and message.get("term", 0) < self.raftCurrentTerm:
+                # A leader of an older term. pysyncobj ignores it silently; with
+                # stickiness that can leave this replica (whose term grew while
+                # it was cut off) outside the group for good: the old leader
+                # keeps a majority at its term and never hears of ours. Tell it
+                # our term, as etcd does with pre-vote and check-quorum; it
+                # steps down and the group elects a leader at the newer term.
+                term, index = self._log_position()
+                self._SyncObj__transport.send(node, {
+                    "type": "request_vote", "term": self.raftCurrentTerm, "term_notice": True,
+                    "last_log_index": index, "last_log_term": term})
                 return
         if "stale_acks" in self.hardening and kind == "next_node_idx" \
                 and message.get("success") and not message.get("reset") and self._isLeader():
@@ -448,11 +461,11 @@ class GroupHost:
         self._calls.append(fn)
         self.mux.wake()
 
-    def isolate(self, peers: list[str]) -> None:
+    def isolate(self, peers: list[str], silent: bool = False) -> None:
         """Fault injection: behave as if the links to ``peers`` were cut, until :meth:`heal`."""
         def cut() -> None:
             for p in peers:
-                self.mux.isolate(p)
+                self.mux.isolate(p, silent)
         self.call_soon(cut)
 
     def heal(self) -> None:

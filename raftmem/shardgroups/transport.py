@@ -132,6 +132,7 @@ class Mux:
         self.out: dict[str, _Conn] = {}
         self.conns: set[_Conn] = set()
         self.isolated: set[str] = set()
+        self.silent: set[str] = set()
         self._next_connect: dict[str, float] = {}
         self.frames_in = 0
         self.frames_out = 0
@@ -161,8 +162,10 @@ class Mux:
 
     def send(self, peer: str, group_id: int, message: Any) -> bool:
         conn = self.out.get(peer)
-        if conn is None or conn.state != "ready" or peer in self.isolated:
+        if conn is None or conn.state != "ready":
             return False
+        if peer in self.isolated:
+            return peer in self.silent  # a silent cut swallows what is sent
         payload = wire.encode(message)
         if not conn.outbuf:
             conn.out_since = time.monotonic()
@@ -178,15 +181,25 @@ class Mux:
 
     # -- faults -----------------------------------------------------------
 
-    def isolate(self, peer: str) -> None:
+    def isolate(self, peer: str, silent: bool = False) -> None:
+        """Cut the link to ``peer`` both ways.
+
+        ``silent`` drops frames while the connection still looks up (as an
+        iptables DROP does); otherwise the groups are told the peer is gone
+        (as after a reset connection).
+        """
         if peer in self.isolated:
             return
         self.isolated.add(peer)
+        if silent:
+            self.silent.add(peer)
+            return
         for t in self.groups.values():
             t.peer_down(peer)
 
     def heal(self) -> None:
-        healed, self.isolated = self.isolated, set()
+        healed, self.isolated = self.isolated - self.silent, set()
+        self.silent = set()
         for peer in healed:
             conn = self.out.get(peer)
             if conn is not None and conn.state == "ready":

@@ -164,8 +164,22 @@ class LocalCluster:
 
     def wait_ready(self, timeout: float = 30.0, nodes: list[str] | None = None) -> None:
         for nid in nodes or list(self.procs):
-            wait_for(lambda nid=nid: self._alive_or_fail(nid) and self.is_ready(nid), timeout,
-                     f"node {nid} ready")
+            try:
+                wait_for(lambda nid=nid: self._alive_or_fail(nid) and self.is_ready(nid), timeout,
+                         f"node {nid} ready")
+            except AssertionError as e:
+                raise AssertionError(f"{e}\nreadiness: {self.readiness(nid)}") from None
+
+    def readiness(self, node_id: str) -> Any:
+        try:
+            c = Client(self.api(node_id), timeout=2.0)
+            try:
+                return {"readyz": c.get("/readyz").json(),
+                        "groups": c.get("/admin/cluster").json().get("groups")}
+            finally:
+                c.close()
+        except OSError as e:
+            return repr(e)
 
     def _alive_or_fail(self, nid: str) -> bool:
         p = self.procs[nid]

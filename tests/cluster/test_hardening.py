@@ -1,0 +1,162 @@
+"""pysyncobj defects reproduced against bare behaviour, and shown harmless with our hardening.
+
+Three group hosts run in this process on loopback (real sockets, real pysyncobj,
+a tiny in-memory state machine). Each defect test runs the same scenario twice:
+with the mitigation switched off it must reproduce the defect — so we would
+notice if an upgrade fixed or changed it — and with it on the defect is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from raftmem.shardgroups.host import GroupHost, HostConfig, RaftTiming
+from tests.cluster.harness import free_ports
+
+ALL = frozenset({"stale_acks", "prevote"})
+
+
+class MemSM:
+    """Applies entries in order, remembers the highest index it applied."""
+
+    def __init__(self, path: str) -> None:
+        self.applied_index = 0
+        self.went_backwards = False
+
+    def apply(self, index: int, payload: bytes) -> dict[str, Any]:
+        if index <= self.applied_index:
+            return {"ok": True, "skipped": True}
+        self.applied_index = index
+        return {"ok": True, "index": index}
+
+    def close(self) -> None:
+        pass
+
+
+@asynccontextmanager
+async def hosts(tmp: str, hardening: frozenset[str], durable: bool = True) -> AsyncIterator[list[GroupHost]]:
+    ports = free_ports(3)
+    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(3)}
+    hs = [GroupHost(HostConfig(
+        node_id=n, raft_bind=peers[n], peers=peers, groups={0: list(peers)},
+        data_dir=os.path.join(tmp, n), secret=b"test", durable=durable, timing=RaftTiming(),
+        sm_factory=MemSM, hardening=hardening,
+    )) for n in peers]
+    for h in hs:
+        h.start()
+    try:
+        yield hs
+    finally:
+        for h in hs:
+            h.stop()
+
+
+async def poll(pred: Any, timeout: float, what: str) -> Any:
+    """Poll until ``pred`` returns something other than None/False (0 is a valid index)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v is not None and v is not False:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def leader_index(hs: list[GroupHost]) -> int | None:
+    for i, h in enumerate(hs):
+        if h.status().get(0, {}).get("role") == "leader":
+            return i
+    return None
+
+
+class TruncationLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.CRITICAL)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "truncating already-applied" in record.getMessage():
+            self.count += 1
+
+
+async def burst_truncations(tmp: str, hardening: frozenset[str], bursts: int,
+                            stop_at_first: bool) -> int:
+    """Pipelined proposals in bursts of 1,500; count pysyncobj's truncation warnings."""
+    handler = TruncationLog()
+    logging.getLogger("pysyncobj.syncobj").addHandler(handler)
+    try:
+        async with hosts(tmp, hardening) as hs:
+            li = await poll(lambda: leader_index(hs), 10, "a leader")
+            for _ in range(bursts):
+                await asyncio.gather(*(asyncio.wait_for(hs[li].propose(0, b"x"), 10)
+                                       for _ in range(1500)))
+                if stop_at_first and handler.count:
+                    break
+            return handler.count
+    finally:
+        logging.getLogger("pysyncobj.syncobj").removeHandler(handler)
+
+
+def test_defect_1_stale_acks_rewind_next_index(tmp_path) -> None:  # noqa: ANN001
+    bare = asyncio.run(burst_truncations(str(tmp_path / "bare"), frozenset(), 10, True))
+    assert bare > 0, "bare pysyncobj no longer truncates applied entries: re-check defect 1"
+    ours = asyncio.run(burst_truncations(str(tmp_path / "ours"), ALL, 4, False))
+    assert ours == 0
+
+
+async def term_after_isolating_a_follower(tmp: str, hardening: frozenset[str]) -> tuple[int, int]:
+    async with hosts(tmp, hardening) as hs:
+        li = await poll(lambda: leader_index(hs), 10, "a leader")
+        await asyncio.wait_for(hs[li].propose(0, b"x"), 5)
+        term_before = hs[li].status()[0]["term"]
+        fi = (li + 1) % 3
+        follower = hs[fi].cfg.node_id
+        others = [h.cfg.node_id for h in hs if h.cfg.node_id != follower]
+        # A silent cut (frames dropped, connections still up), as iptables does.
+        hs[fi].isolate(others, silent=True)
+        for i, h in enumerate(hs):
+            if i != fi:
+                h.isolate([follower], silent=True)
+        await asyncio.sleep(2.0)  # the fault's duration, not a synchronisation
+        for h in hs:
+            h.heal()
+        # Healed: wait until the group agrees again — one term, a leader that the
+        # isolated replica follows — and a write commits.
+        def converged() -> bool | None:
+            st = [h.status()[0] for h in hs]
+            one_term = len({x["term"] for x in st}) == 1
+            return (one_term and st[fi]["leader"] is not None
+                    and sum(x["role"] == "leader" for x in st) == 1) or None
+        await poll(converged, 10, "the group to converge after heal")
+        lj = await poll(lambda: leader_index(hs), 10, "a leader after heal")
+        await asyncio.wait_for(hs[lj].propose(0, b"y"), 5)
+        return term_before, hs[lj].status()[0]["term"]
+
+
+def test_defect_4_isolated_follower_deposes_a_healthy_leader(tmp_path) -> None:  # noqa: ANN001
+    before, after = asyncio.run(term_after_isolating_a_follower(str(tmp_path / "bare"), frozenset()))
+    assert after > before, "bare pysyncobj kept its term: re-check defect 4"
+    before, after = asyncio.run(term_after_isolating_a_follower(str(tmp_path / "ours"), ALL))
+    assert after == before, f"term moved from {before} to {after} although the leader was healthy"
+
+
+async def fsync_count(tmp: str, durable: bool) -> int:
+    async with hosts(tmp, ALL, durable=durable) as hs:
+        li = await poll(lambda: leader_index(hs), 10, "a leader")
+        await asyncio.gather(*(asyncio.wait_for(hs[li].propose(0, b"x"), 10) for _ in range(200)))
+        return sum(h.fsyncs for h in hs)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_defect_5_journal_is_synced_before_acks_leave(tmp_path, durable: bool) -> None:  # noqa: ANN001
+    n = asyncio.run(fsync_count(str(tmp_path), durable))
+    assert (n > 0) if durable else (n == 0)
