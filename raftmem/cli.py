@@ -221,7 +221,7 @@ def status(data_dir: str) -> None:
     """Show each node's readiness and its groups (leaders, terms, indexes)."""
     spec = ClusterSpec.load(os.path.join(data_dir, "cluster.json"))
     for n in spec.nodes:
-        code, body = _get_json(f"http://{n.api}/readyz")
+        code, _ = _get_json(f"http://{n.api}/readyz")
         state = "ready" if code == 200 else ("down" if code == 0 else "not ready")
         click.echo(f"{n.id}  http://{n.api}  {state}")
         if code:

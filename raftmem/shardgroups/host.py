@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
@@ -54,7 +54,7 @@ class Outcome:
     """How a proposal ended, as pysyncobj reports it, sorted into definite or not."""
 
     # Never appended to any log: safe to retry with anything.
-    DEFINITE = {
+    DEFINITE: ClassVar[dict[int, str]] = {
         FAIL_REASON.QUEUE_FULL: "overloaded",
         FAIL_REASON.MISSING_LEADER: "no_leader",
         FAIL_REASON.NOT_LEADER: "not_leader",
@@ -64,7 +64,7 @@ class Outcome:
         FAIL_REASON.DISCARDED: "discarded",
     }
     # May have been appended and may still commit.
-    INDEFINITE = {
+    INDEFINITE: ClassVar[dict[int, str]] = {
         FAIL_REASON.LEADER_CHANGED: "leader_changed",
         FAIL_REASON.UNKNOWN_OUTCOME: "unknown_outcome",
     }
@@ -370,7 +370,7 @@ class GroupHost:
         for r in self.replicas.values():
             try:
                 r._doDestroy()
-            except Exception:  # noqa: BLE001 - best effort at shutdown
+            except Exception:
                 log.exception("replica_destroy_failed", group=r.group_id)
             r.sm.close()
         self.mux.close()
@@ -404,7 +404,7 @@ class GroupHost:
             # must not apply anything after it.
             r.failed = f"corruption: {e}"
             log.critical("replica_fail_stop", group=r.group_id, error=str(e))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             r.failed = f"tick failed: {e!r}"
             log.critical("replica_fail_stop", group=r.group_id, error=repr(e), exc_info=True)
 

@@ -61,7 +61,7 @@ def _mac(secret: bytes, *parts: bytes) -> bytes:
 
 
 class _Conn:
-    __slots__ = ("sock", "peer", "outgoing", "state", "inbuf", "outbuf", "out_since", "nonce")
+    __slots__ = ("inbuf", "nonce", "out_since", "outbuf", "outgoing", "peer", "sock", "state")
 
     def __init__(self, sock: socket.socket, peer: str | None, outgoing: bool) -> None:
         self.sock = sock

@@ -18,7 +18,7 @@ DIM = 16
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[LocalCluster]:  # noqa: ANN001
+def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
     c = LocalCluster(str(tmp_path_factory.mktemp("api-cluster")))
     c.start()
     try:

@@ -8,7 +8,7 @@ from tests.cluster.harness import LocalCluster
 
 
 @pytest.fixture
-def cluster(tmp_path) -> Iterator[LocalCluster]:  # noqa: ANN001
+def cluster(tmp_path) -> Iterator[LocalCluster]:
     """A fresh 3-node cluster for one test (tests here kill nodes)."""
     c = LocalCluster(str(tmp_path / "cluster"))
     c.start()

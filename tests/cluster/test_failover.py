@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -80,7 +81,7 @@ def test_kill_leader_while_writing_resumes_within_a_second(cluster: LocalCluster
     # The unavailability window: the longest stretch without any acknowledgement
     # from the kill until writes flowed again.
     times = [killed_at] + sorted(t for _, t in acked if t > killed_at)
-    stall = max(b - a for a, b in zip(times, times[1:], strict=False))
+    stall = max(b - a for a, b in itertools.pairwise(times))
     print(f"longest write stall after kill -9 of the leader: {stall * 1000:.0f} ms")
     assert stall < 1.0, f"writes stalled for {stall:.3f}s"
     # Only the in-flight writes of the kill may have failed, and only indefinitely.

@@ -106,7 +106,7 @@ async def burst_truncations(tmp: str, hardening: frozenset[str], bursts: int,
         logging.getLogger("pysyncobj.syncobj").removeHandler(handler)
 
 
-def test_defect_1_stale_acks_rewind_next_index(tmp_path) -> None:  # noqa: ANN001
+def test_defect_1_stale_acks_rewind_next_index(tmp_path) -> None:
     bare = asyncio.run(burst_truncations(str(tmp_path / "bare"), frozenset(), 10, True))
     assert bare > 0, "bare pysyncobj no longer truncates applied entries: re-check defect 1"
     ours = asyncio.run(burst_truncations(str(tmp_path / "ours"), ALL, 4, False))
@@ -142,7 +142,7 @@ async def term_after_isolating_a_follower(tmp: str, hardening: frozenset[str]) -
         return term_before, hs[lj].status()[0]["term"]
 
 
-def test_defect_4_isolated_follower_deposes_a_healthy_leader(tmp_path) -> None:  # noqa: ANN001
+def test_defect_4_isolated_follower_deposes_a_healthy_leader(tmp_path) -> None:
     before, after = asyncio.run(term_after_isolating_a_follower(str(tmp_path / "bare"), frozenset()))
     assert after > before, "bare pysyncobj kept its term: re-check defect 4"
     before, after = asyncio.run(term_after_isolating_a_follower(str(tmp_path / "ours"), ALL))
@@ -157,6 +157,6 @@ async def fsync_count(tmp: str, durable: bool) -> int:
 
 
 @pytest.mark.parametrize("durable", [True, False])
-def test_defect_5_journal_is_synced_before_acks_leave(tmp_path, durable: bool) -> None:  # noqa: ANN001
+def test_defect_5_journal_is_synced_before_acks_leave(tmp_path, durable: bool) -> None:
     n = asyncio.run(fsync_count(str(tmp_path), durable))
     assert (n > 0) if durable else (n == 0)
