@@ -1,0 +1,96 @@
+"""Run many jepsen_like runs in a row and summarise their verdicts as a markdown table.
+
+    python -m jepsen_like.campaign --workloads register,kv --nemeses partition,kill,pause \
+        --runs 5 --time 180 --store ./store/campaign
+
+Each run is ``python -m jepsen_like run`` with a distinct seed; the table (and a
+JSON file beside it) lists every run directory, its verdict and its counts, so a
+claim in docs/jepsen.md can point at the runs that back it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+from typing import Any
+
+
+def newest_run(store: pathlib.Path, before: set[str]) -> pathlib.Path | None:
+    fresh = [p for p in store.iterdir() if p.is_dir() and p.name not in before]
+    return max(fresh, key=lambda p: p.stat().st_mtime) if fresh else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default="register,kv")
+    ap.add_argument("--nemeses", default="partition,kill,pause")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--time", type=int, default=180)
+    ap.add_argument("--seed", type=int, default=1, help="first seed; each run adds one")
+    ap.add_argument("--store", default="./store/campaign")
+    ap.add_argument("--extra", action="append", default=[], help="extra argument for every run")
+    args = ap.parse_args(argv)
+
+    store = pathlib.Path(args.store).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    seed = args.seed
+    summary = store / "campaign.md"
+    for workload in args.workloads.split(","):
+        for nemesis in args.nemeses.split(","):
+            for _ in range(args.runs):
+                before = {p.name for p in store.iterdir()}
+                cmd = [sys.executable, "-m", "jepsen_like", "run", "--workload", workload,
+                       "--nemesis", nemesis, "--time", str(args.time), "--seed", str(seed),
+                       "--store", str(store), "--no-progress", "--quiet", *args.extra]
+                t0 = time.monotonic()
+                rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                run_dir = newest_run(store, before)
+                row: dict[str, Any] = {"workload": workload, "nemesis": nemesis, "seed": seed,
+                                       "exit": rc, "seconds": round(time.monotonic() - t0),
+                                       "run": run_dir.name if run_dir else None}
+                results = run_dir / "results.json" if run_dir else None
+                if results and results.exists():
+                    r = json.loads(results.read_text())
+                    row["results"] = r
+                rows.append(row)
+                seed += 1
+                write_summary(summary, rows, args)
+                print(f"{workload:<9}{nemesis:<10}seed {row['seed']:<4} exit {rc}  {row['run']}",
+                      flush=True)
+    (store / "campaign.json").write_text(json.dumps(rows, indent=1, default=str))
+    return 0 if all(r["exit"] == 0 for r in rows) else 1
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    res = r.get("results") or {}
+    checks = res.get("checkers") or res.get("verdicts") or {}
+    if isinstance(checks, dict) and checks:
+        return ", ".join(f"{k}: {v.get('valid', v) if isinstance(v, dict) else v}"
+                         for k, v in checks.items())
+    return "valid" if r["exit"] == 0 else f"exit {r['exit']}"
+
+
+def _counts(r: dict[str, Any]) -> str:
+    res = r.get("results") or {}
+    chaos = (res.get("counts") or {}).get("chaos") or {}
+    tot = chaos.get("total") or {}
+    return " ".join(f"{k}={tot[k]}" for k in ("ok", "fail", "info") if k in tot)
+
+
+def write_summary(path: pathlib.Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    lines = [f"# jepsen_like campaign: {args.runs} x {args.time}s per workload and nemesis", "",
+             "| workload | nemesis | seed | exit | verdicts | ops | run directory |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['nemesis']} | {r['seed']} | {r['exit']} | "
+                     f"{_verdict(r)} | {_counts(r)} | {r['run']} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
