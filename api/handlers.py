@@ -198,3 +198,7 @@ async def isolate_peers(call: Call) -> Reply:
 async def heal_peers(call: Call) -> Reply:
     call.service.heal()
     return Reply(200, {"isolated": []})
+
+
+async def group_digests(call: Call) -> Reply:
+    return Reply(200, await call.service.digests())

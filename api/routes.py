@@ -199,6 +199,14 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(503,),
     ),
     Operation(
+        "GET", "/admin/digests", "groupDigests",
+        "A content digest and the applied index of each group replica on this node.",
+        handlers.group_digests, tag="admin",
+        responses={200: Response("Digests per local group replica.", {"type": "object"})},
+        description="Replicas of a group that have applied the same index hold the same "
+        "digest; jepsen_like uses it to check that every replica converges after faults.",
+    ),
+    Operation(
         "POST", "/admin/faults/isolate", "isolatePeers",
         "Fault injection: behave as if the Raft links to these nodes were cut.",
         handlers.isolate_peers, tag="admin",

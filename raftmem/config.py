@@ -36,12 +36,23 @@ class NodeSpec:
         return {"id": self.id, "api": self.api, "raft": self.raft}
 
 
+DEFAULT_CONSISTENCY: dict[str, Any] = {
+    # The tier of a read that names none.
+    "default": "linearizable",
+    # Reads of memories carrying these tags are never served weaker.
+    "tag_floors": {"lock": "linearizable", "critical": "linearizable"},
+    # Per-namespace default tiers, e.g. {"telemetry": "eventual"}.
+    "namespaces": {},
+}
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     nodes: tuple[NodeSpec, ...]
     groups: int = 4
     replicas: int = 3
     cluster_id: str = "raftmem"
+    consistency: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONSISTENCY))
 
     def node(self, node_id: str) -> NodeSpec:
         for n in self.nodes:
@@ -55,6 +66,7 @@ class ClusterSpec:
             "groups": self.groups,
             "replicas": self.replicas,
             "nodes": [n.to_dict() for n in self.nodes],
+            "consistency": self.consistency,
         }
 
     @classmethod
@@ -70,7 +82,13 @@ class ClusterSpec:
             groups=int(d.get("groups", 4)),
             replicas=int(d.get("replicas", min(3, len(nodes)))),
             cluster_id=str(d.get("cluster_id", "raftmem")),
+            consistency={**DEFAULT_CONSISTENCY, **d.get("consistency", {})},
         )
+        tiers = ("linearizable", "lease", "session", "eventual")
+        c = spec.consistency
+        for tier in [c["default"], *c["tag_floors"].values(), *c["namespaces"].values()]:
+            if tier not in tiers:
+                raise ValueError(f"unknown consistency tier {tier!r} in cluster config")
         if spec.groups < 1:
             raise ValueError("groups must be >= 1")
         if not 1 <= spec.replicas <= len(nodes):
@@ -132,4 +150,8 @@ class NodeOptions:
     # Test-only: serve reads from local state without the read barrier. Breaks
     # linearizability on purpose so jepsen_like can show it catches it.
     unsafe_local_reads: bool = False
+    # Test only: session reads ignore the token; lease reads without stickiness.
+    unsafe_session_ignore_token: bool = False
+    unsafe_lease_without_stickiness: bool = False
+    session_wait_ms: int = 200
     extra: dict[str, Any] = field(default_factory=dict)

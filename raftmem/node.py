@@ -21,14 +21,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
 import structlog
 
-from raftmem import commands
+from raftmem import commands, session
 from raftmem.config import ClusterSpec, NodeOptions, parse_addr
 from raftmem.errors import (
     CommitTimeout,
@@ -39,9 +39,10 @@ from raftmem.errors import (
     from_result_error,
 )
 from raftmem.placement.routing import RoutingTable, initial_table
+from raftmem.readpolicy import Decision, ReplicaView, decide, effective_tier, strongest
 from raftmem.shardgroups.host import GroupHost, HostConfig, ProposalFailed
 from raftmem.statemachine import Reader
-from raftmem.types import Memory, ReadOptions, SearchFilter
+from raftmem.types import RESPONSE_META, Memory, ReadOptions, SearchFilter
 
 log = structlog.get_logger("raftmem.node")
 
@@ -65,6 +66,15 @@ def new_memory_id(ts: int, request_key: str | None = None) -> str:
     if request_key is not None:
         return "r" + hashlib.blake2b(request_key.encode(), digest_size=12).hexdigest()
     return f"{ts:012x}{uuid.uuid4().hex[:12]}"
+
+
+def _meta() -> dict[str, Any]:
+    """This request's response metadata (see ``raftmem.types.RESPONSE_META``)."""
+    meta = RESPONSE_META.get()
+    if meta is None:
+        meta = {}
+        RESPONSE_META.set(meta)
+    return meta
 
 
 class _Barrier:
@@ -103,6 +113,9 @@ class Node:
                 data_dir=data_dir,
                 secret=secret,
                 durable=self.opts.durable,
+                hardening=frozenset({"stale_acks"}) if self.opts.unsafe_lease_without_stickiness
+                else frozenset({"stale_acks", "prevote"}),
+                unsafe_lease=self.opts.unsafe_lease_without_stickiness,
             )
         )
         missing = [g for g in self.table.groups if g not in self.host.replicas]
@@ -168,6 +181,11 @@ class Node:
 
     async def _write(self, group: int, cmd: dict[str, Any]) -> dict[str, Any]:
         res = await self._propose(group, cmd)
+        meta = _meta()
+        index = res.get("raft_index")
+        if index is not None:
+            meta["session"] = session.merge(
+                meta.get("session", session.decode(meta.get("session_in"))), {group: index})
         if not res.get("ok", False):
             raise from_result_error(res.get("error", {}))
         return res
@@ -218,20 +236,91 @@ class Node:
             r = readers[group] = Reader(path)
         return r
 
-    async def _query(self, group: int, opts: ReadOptions, fn: Callable[[Reader], T]) -> T:
-        self._check_tier(opts)
-        await self._read_barrier(group)
+    def _view(self, group: int) -> ReplicaView:
+        st = self.host.status()[group]
+        r = self.host.replicas[group]
+        now = time.monotonic()
+        leader = st["role"] == "leader"
+        return ReplicaView(
+            role=st["role"],
+            applied_index=r.raftLastApplied,
+            lease_valid=leader and now < st["lease_until"],
+            noop_applied=st["noop_applied"],
+            staleness_ms=0 if leader else int(max(0.0, now - st["leader_contact"]) * 1000)
+            if st["leader_contact"] != float("-inf") else 10**9,
+        )
+
+    async def _query(
+        self, group: int, opts: ReadOptions, fn: Callable[[Reader], T], tier: str | None = None
+    ) -> T:
+        """Serve ``fn`` on this node's replica of ``group`` as the tier demands (readpolicy)."""
+        tier = tier or opts.consistency or self.spec.consistency["default"]
+        meta = _meta()
+        token = session.decode(meta.get("session_in") or opts.session)
+        need = token.get(group, 0)
+        if self.opts.unsafe_session_ignore_token and tier == "session":
+            need = 0
+        waited = 0
+        while True:
+            view = self._view(group)
+            if self.opts.unsafe_local_reads and tier == "linearizable":
+                d = Decision.SERVE
+            else:
+                d = decide(tier, view, session_index=need, waited_ms=waited,
+                           max_wait_ms=self.opts.session_wait_ms,
+                           max_staleness_ms=opts.max_staleness_ms)
+            if d is Decision.SERVE:
+                break
+            if d is Decision.WAIT:
+                await asyncio.sleep(0.002)
+                waited += 2
+                continue
+            if d is Decision.REJECT:
+                raise Unavailable(
+                    f"replica {self.node_id} of group {group} is {view.staleness_ms} ms stale "
+                    f"(max_staleness_ms={opts.max_staleness_ms})", code="too_stale",
+                    replica=self.node_id, staleness_ms=view.staleness_ms)
+            await self._read_barrier(group)
+            break
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._reader(group)))
+        applied = self.host.replicas[group].raftLastApplied
+        result = await loop.run_in_executor(self._executor, lambda: fn(self._reader(group)))
+        # The state read is at least at ``applied``: a later read in this
+        # session must not see less (monotonic reads).
+        meta["session"] = session.merge(meta.get("session", token), {group: applied})
+        meta["tier"] = tier
+        if tier == "eventual":
+            st = self.host.status()[group]
+            meta["replica"] = self.node_id
+            meta.setdefault("applied_index", {})[str(group)] = applied
+            meta["staleness_ms"] = max(meta.get("staleness_ms", 0), view.staleness_ms)
+            meta["lag"] = max(meta.get("lag", 0), max(0, st["commit_index"] - applied))
+        return result
 
-    @staticmethod
-    def _check_tier(opts: ReadOptions) -> None:
-        # The core store serves every tier at least as strongly as requested:
-        # linearizable reads satisfy lease, session and eventual guarantees.
-        return None
+    def _floor(self, memories: list[Memory]) -> str | None:
+        floors = self.spec.consistency["tag_floors"]
+        found = [floors[t] for m in memories for t in m.get("tags", ()) if t in floors]
+        return strongest(*found) if found else None
 
-    async def _scatter(self, opts: ReadOptions, fn: Callable[[Reader], T]) -> list[T]:
-        return list(await asyncio.gather(*(self._query(g, opts, fn) for g in self.table.groups)))
+    def _tier(self, ns: str, opts: ReadOptions) -> str:
+        c = self.spec.consistency
+        return opts.consistency or c["namespaces"].get(ns) or c["default"]
+
+    async def _read(
+        self, ns: str, opts: ReadOptions, run: Callable[[str], Awaitable[T]],
+        memories_of: Callable[[T], list[Memory]],
+    ) -> T:
+        """Run a read at the request's tier; if what it returned carries a tag whose
+        floor is stronger, run it again at the floor (a floor is never undercut)."""
+        tier = self._tier(ns, opts)
+        result = await run(tier)
+        floor = self._floor(memories_of(result))
+        if floor is not None and effective_tier(tier, floor) != tier:
+            result = await run(effective_tier(tier, floor))
+        return result
+
+    async def _scatter(self, opts: ReadOptions, fn: Callable[[Reader], T], tier: str | None = None) -> list[T]:
+        return list(await asyncio.gather(*(self._query(g, opts, fn, tier) for g in self.table.groups)))
 
     # -- namespaces -------------------------------------------------------
 
@@ -258,7 +347,7 @@ class Node:
         d = self._namespaces.get(ns)
         if d is not None:
             return d
-        d = await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.get_namespace(ns))
+        d = await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.get_namespace(ns), "linearizable")
         if d is None:
             raise NotFound(f"namespace {ns!r} does not exist", code="namespace_not_found")
         self._namespaces[ns] = d
@@ -268,7 +357,8 @@ class Node:
         return await self._namespace(ns)
 
     async def list_namespaces(self) -> list[dict[str, Any]]:
-        return await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.list_namespaces())
+        return await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.list_namespaces(),
+                                 "linearizable")
 
     @staticmethod
     def _check_dim(d: dict[str, Any], embedding: Any, where: str = "embedding") -> None:
@@ -347,7 +437,12 @@ class Node:
         self, ns: str, memory_id: str, opts: ReadOptions, include_embedding: bool = False
     ) -> Memory:
         group = self.table.group_for(ns, memory_id)
-        m = await self._query(group, opts, lambda r: r.get(ns, memory_id, now_ms(), include_embedding))
+        m = await self._read(
+            ns, opts,
+            lambda tier: self._query(group, opts,
+                                     lambda r: r.get(ns, memory_id, now_ms(), include_embedding), tier),
+            lambda m: [m] if m else [],
+        )
         if m is None:
             await self._namespace(ns)
             raise NotFound(f"memory {memory_id!r} not found in namespace {ns!r}")
@@ -392,7 +487,11 @@ class Node:
         await self._namespace(ns)
         t = now_ms()
         # One more than asked from each group tells whether a next page exists.
-        parts = await self._scatter(opts, lambda r: r.list(ns, agent_id, tag, limit + 1, cursor, t))
+        parts = await self._read(
+            ns, opts,
+            lambda tier: self._scatter(opts, lambda r: r.list(ns, agent_id, tag, limit + 1, cursor, t), tier),
+            lambda ps: [m for p in ps for m in p],
+        )
         merged = sorted((m for p in parts for m in p), key=lambda m: m["id"])
         page = merged[:limit]
         next_cursor = page[-1]["id"] if len(merged) > limit else None
@@ -406,7 +505,11 @@ class Node:
         vec = np.asarray(embedding, dtype=np.float32)
         fd = flt.to_dict()
         t = now_ms()
-        parts = await self._scatter(opts, lambda r: r.search(ns, vec, k, fd, t))
+        parts = await self._read(
+            ns, opts,
+            lambda tier: self._scatter(opts, lambda r: r.search(ns, vec, k, fd, t), tier),
+            lambda ps: [h["memory"] for p in ps for h in p],
+        )
         merged = sorted(
             (hit for p in parts for hit in p), key=lambda h: (h["distance"], h["memory"]["id"])
         )
@@ -425,6 +528,19 @@ class Node:
                     await self._propose(gid, commands.purge(t, t - int(self.opts.dedup_window_s * 1000)))
                 except RaftmemError as e:
                     log.info("purge_skipped", group=gid, reason=e.message)
+
+    async def digests(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+
+        def one(g: int) -> dict[str, Any]:
+            r = self._reader(g)
+            with r.transaction():
+                return {"applied_index": r.applied_index(), "digest": r.digest()}
+
+        groups = {}
+        for g in self.table.groups:
+            groups[str(g)] = await loop.run_in_executor(self._executor, one, g)
+        return {"node": self.node_id, "groups": groups}
 
     # -- fault injection (the transport seam) ------------------------------
 

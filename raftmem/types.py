@@ -15,6 +15,7 @@ command; the state machine never reads a clock.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,11 +25,18 @@ CONSISTENCY_TIERS = ("linearizable", "lease", "session", "eventual")
 METRICS = ("cosine", "l2")
 
 
+# What a request's response should say besides its body, filled in by the node
+# while it serves the request and turned into headers by the API:
+# ``session_in`` (the client's token), ``session`` ({group: index} seen),
+# ``replica``, ``applied_index``, ``staleness_ms``, ``lag``, ``tier``.
+RESPONSE_META: ContextVar[dict[str, Any] | None] = ContextVar("raftmem_response_meta", default=None)
+
+
 @dataclass(frozen=True)
 class ReadOptions:
-    """How a read is served. Only ``linearizable`` is implemented by the core store."""
+    """How a read is served; ``consistency=None`` means the namespace's default tier."""
 
-    consistency: str = "linearizable"
+    consistency: str | None = None
     session: str | None = None
     max_staleness_ms: int | None = None
 
@@ -121,6 +129,10 @@ class MemoryService(Protocol):
         ...
 
     async def cluster_state(self) -> dict[str, Any]:
+        ...
+
+    async def digests(self) -> dict[str, Any]:
+        """``{"node", "groups": {gid: {"applied_index", "digest"}}}`` of this node's replicas."""
         ...
 
     def isolate(self, peers: list[str]) -> None:

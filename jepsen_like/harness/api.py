@@ -18,7 +18,8 @@ A read changes nothing, so a read that does not end ok is always `fail`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import aiohttp
@@ -31,6 +32,10 @@ class Reply:
     body: Any = None
     error: str | None = None  # transport problem, when status is None
     connected: bool = True  # False: the connection was refused, the request never left
+    headers: Mapping[str, str] = field(default_factory=dict)  # response headers, case-insensitive
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
 
     @property
     def ok(self) -> bool:
@@ -102,12 +107,16 @@ class Api:
         body: Any = None,
         params: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
         assert self._session is not None, "use Api inside 'async with'"
         kwargs: dict[str, Any] = {}
+        sent = dict(headers or {})
         if body is not None:
             kwargs["data"] = orjson.dumps(body)
-            kwargs["headers"] = {"Content-Type": "application/json"}
+            sent["Content-Type"] = "application/json"
+        if sent:
+            kwargs["headers"] = sent
         if params:
             kwargs["params"] = params
         if timeout_s is not None:
@@ -119,7 +128,7 @@ class Api:
                     parsed = orjson.loads(raw) if raw else None
                 except orjson.JSONDecodeError:
                     parsed = None
-                return Reply(resp.status, parsed)
+                return Reply(resp.status, parsed, headers=resp.headers)
         except aiohttp.ClientConnectorError as exc:
             # Refused or unreachable before any byte of the request was sent.
             return Reply(None, error=f"connect: {exc.os_error or exc}", connected=False)

@@ -1,7 +1,8 @@
 """Real raftmem node processes on distinct loopback addresses, owned by the harness.
 
-Node i (1-based) is ``n{i}`` on 127.0.0.{10+i}: API port 7000+i, raft port
-7100+i, data in ``<run>/nodes/n{i}/``, stdout and stderr appended to
+Node i (1-based) is ``n{i}`` on the i-th address from the run's address base
+(default 127.0.0.11, so n1 is 127.0.0.11, n2 127.0.0.12, ...): API port 7000+i,
+raft port 7100+i, data in ``<run>/nodes/n{i}/``, stdout and stderr appended to
 ``<run>/nodes/n{i}/node.log``. raftmem is a black box here: the harness only
 writes its cluster file and secret, runs ``python -m raftmem node`` and talks
 HTTP.
@@ -14,6 +15,7 @@ SIGTERM, and SIGKILLs whatever is still alive after a grace period.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import secrets
 import signal
@@ -27,7 +29,8 @@ from typing import Any
 
 import orjson
 
-from jepsen_like.harness.api import Api
+from jepsen_like.harness.api import Api, Reply
+from jepsen_like.nemesis.iptables import DEFAULT_ADDRESS_BASE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,16 +62,34 @@ class NodeProc:
         return self.proc is not None and self.proc.poll() is None
 
 
-def node_layout(
-    n: int, root: Path, first_host: int = 11, api_base: int = 7000, raft_base: int = 7100
-) -> list[NodeProc]:
+CLIENT_ADDRESS = "127.0.0.1"  # harness/api.py binds the clients' side here
+
+
+def node_addresses(n: int, address_base: str = DEFAULT_ADDRESS_BASE) -> list[str]:
+    """`n` consecutive loopback addresses from `address_base`, within 127.0.0.0/8."""
     if not 1 <= n <= 200:
         raise ValueError("between 1 and 200 nodes")
+    first = ipaddress.IPv4Address(address_base)
+    top = ipaddress.IPv4Address("127.255.255.254")
+    if not first.is_loopback or int(first) + n - 1 > int(top):
+        raise ValueError(f"{n} node addresses from {address_base} leave the loopback range")
+    addrs = [str(first + k) for k in range(n)]
+    if CLIENT_ADDRESS in addrs or "127.0.0.0" in addrs:
+        # The clients connect from 127.0.0.1; a partition must never cut them off.
+        raise ValueError(f"node addresses from {address_base} include {CLIENT_ADDRESS} or 127.0.0.0")
+    return addrs
+
+
+def node_layout(
+    n: int,
+    root: Path,
+    address_base: str = DEFAULT_ADDRESS_BASE,
+    api_base: int = 7000,
+    raft_base: int = 7100,
+) -> list[NodeProc]:
     return [
-        NodeProc(
-            f"n{i}", f"127.0.0.{first_host + i - 1}", api_base + i, raft_base + i, root / f"n{i}"
-        )
-        for i in range(1, n + 1)
+        NodeProc(f"n{i}", host, api_base + i, raft_base + i, root / f"n{i}")
+        for i, host in enumerate(node_addresses(n, address_base), start=1)
     ]
 
 
@@ -101,13 +122,14 @@ class Cluster:
     n: int
     groups: int = 4
     node_args: list[str] = field(default_factory=list)
+    address_base: str = DEFAULT_ADDRESS_BASE
     python: str = sys.executable
     api: Api | None = None  # set by the runner once its session is open
     nodes: list[NodeProc] = field(init=False)
     cluster_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.nodes = node_layout(self.n, self.root)
+        self.nodes = node_layout(self.n, self.root, self.address_base)
         self.cluster_file = self.root / "cluster.json"
 
     # -- Control (what the nemeses use) -----------------------------------
@@ -163,6 +185,21 @@ class Cluster:
                 if best is None or term > best[0]:
                     best = (term, str(st["leader"]))
         return None if best is None else best[1]
+
+    async def replicas_of(self, group: int) -> list[str] | None:
+        """The nodes that host a replica of `group`, from the routing table of a live node."""
+        for p in self.nodes:
+            if not p.alive() or p.paused:
+                continue
+            state = await self.cluster_state(p.id, timeout_s=1.0)
+            members = ((state or {}).get("routing") or {}).get("groups", {}).get(str(group))
+            if isinstance(members, list) and members:
+                return [str(m) for m in members]
+        return None
+
+    async def admin_get(self, node_id: str, path: str, timeout_s: float = 2.0) -> Reply:
+        assert self.api is not None
+        return await self.api.request("GET", self.node(node_id).url + path, timeout_s=timeout_s)
 
     async def admin_post(self, node_id: str, path: str, body: Any) -> int:
         assert self.api is not None

@@ -7,9 +7,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jepsen_like.nemesis.iptables import DEFAULT_ADDRESS_BASE, chain_for
 from jepsen_like.nemesis.schedule import PARTITION_MODES
 
 TIERS = ("linearizable", "lease", "session", "eventual")
+# Tiers whose chaos-phase reads are not linearizable by design: the linearizability
+# checker sees their writes, cas and (linearizable) final reads only.
+WEAK_TIERS = ("session", "eventual")
 
 
 @dataclass
@@ -35,6 +39,9 @@ class RunConfig:
     ready_timeout_s: float = 60.0
     recovery_timeout_s: float = 60.0
     final_read_timeout_s: float = 30.0
+    address_base: str = DEFAULT_ADDRESS_BASE  # node i listens on address_base + (i - 1)
+    max_staleness_ms: int | None = None  # eventual reads: ?max_staleness_ms=
+    convergence_timeout_s: float = 30.0
     keep_data: bool = False  # keep node data folders even when the run passes
     progress: bool = True
     name: str | None = None
@@ -43,6 +50,15 @@ class RunConfig:
     @property
     def clients(self) -> int:
         return self.concurrency if self.concurrency is not None else 2 * self.nodes
+
+    @property
+    def tier(self) -> str:
+        return self.consistency or "linearizable"
+
+    @property
+    def chain(self) -> str:
+        """The iptables chain of this run (one per address base)."""
+        return chain_for(self.address_base)
 
     def label(self) -> str:
         return self.name or f"{self.workload}-{'+'.join(self.nemeses) or 'none'}"
@@ -85,6 +101,10 @@ class RunConfig:
             args += ["--keys", str(self.keys)]
         if self.consistency:
             args += ["--consistency", self.consistency]
+        if self.max_staleness_ms is not None:
+            args += ["--max-staleness-ms", str(self.max_staleness_ms)]
+        if self.address_base != DEFAULT_ADDRESS_BASE:
+            args += ["--address-base", self.address_base]
         if self.rate:
             args += ["--rate", f"{self.rate:g}"]
         for a in self.node_args:

@@ -142,6 +142,9 @@ def describe_fault(inject: dict[str, Any]) -> str:
     for key in ("killed", "paused"):
         if key in inject:
             return ",".join(inject[key])
+    if inject.get("mode") == "bridge" and "leader" in inject:
+        via = ",".join(inject.get("bridge") or [])
+        return f"bridge {inject['leader']} x {inject.get('cut_from')} (via {via or '-'})"
     if "components" in inject:
         return f"{inject.get('mode', '')} " + " | ".join(",".join(c) for c in inject["components"])
     return ""

@@ -7,6 +7,8 @@ one-directional, as in Jepsen's ``majorities-ring``.
     halves      [a b | c d e]   a minority and a majority, no traffic across
     isolate     [a | b c d e]   one node cut off from all others
     ring        every node hears a majority, no two nodes the same majority
+    bridge      [L x F2], L - F1 - F2 intact: only the leader and one follower
+                of a group are cut from each other (both ways)
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ def halves(order: list[str]) -> Grudge:
 
 def isolate(node: str, nodes: list[str]) -> Grudge:
     return complete_cut([node], [n for n in nodes if n != node])
+
+
+def bridge(leader: str, follower: str) -> Grudge:
+    """Cut `leader` and `follower` from each other only; every other pair still talks.
+
+    With a third replica F1 in between, F1 hears both: the leader keeps a
+    majority (itself and F1), and so does the cut-off follower, which stops
+    hearing the leader and may campaign. A correct Raft keeps the leader (F1
+    refuses to vote while it hears a live leader, and pre-vote stops the
+    campaign before it raises any term); without that stickiness F1 elects the
+    follower while the old leader may still believe its lease.
+    """
+    if leader == follower:
+        raise ValueError("a bridge needs two different nodes")
+    return {leader: frozenset({follower}), follower: frozenset({leader})}
 
 
 def majority_ring(order: list[str]) -> Grudge:

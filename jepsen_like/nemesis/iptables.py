@@ -20,14 +20,33 @@ Command construction is pure (tested without root); `Iptables` runs them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import shutil
 import subprocess
 
 CHAIN = "RAFTMEM-JEPSEN"
+DEFAULT_ADDRESS_BASE = "127.0.0.11"
 
 Argv = list[str]
+
+
+def chain_for(address_base: str = DEFAULT_ADDRESS_BASE) -> str:
+    """The chain of the run whose nodes start at `address_base`.
+
+    Runs with different address bases use different chains, so they can run at
+    the same time without touching each other's rules: ``RAFTMEM-JEPSEN`` for the
+    default base, ``RAFTMEM-J-31`` for 127.0.0.31, ``RAFTMEM-J-127-0-1-31`` for a
+    base outside 127.0.0.0/24 (chain names are at most 28 characters).
+    """
+    addr = ipaddress.IPv4Address(address_base)
+    if str(addr) == DEFAULT_ADDRESS_BASE:
+        return CHAIN
+    octets = str(addr).split(".")
+    if octets[:3] == ["127", "0", "0"]:
+        return f"RAFTMEM-J-{octets[3]}"
+    return "RAFTMEM-J-" + "-".join(octets)
 
 
 def _ip(addr: str) -> str:

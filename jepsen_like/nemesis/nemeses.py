@@ -16,7 +16,7 @@ import asyncio
 from typing import Any, Protocol
 
 from jepsen_like.nemesis import grudge as g
-from jepsen_like.nemesis.iptables import Iptables
+from jepsen_like.nemesis.iptables import CHAIN, Iptables
 
 
 class Unsupported(RuntimeError):
@@ -30,6 +30,8 @@ class Control(Protocol):
     def address(self, node_id: str) -> str: ...  # the node's loopback address, e.g. 127.0.0.11
 
     async def leader_of(self, group: int) -> str | None: ...
+
+    async def replicas_of(self, group: int) -> list[str] | None: ...  # None: unknown
 
     def kill(self, node_id: str) -> None: ...  # SIGKILL
 
@@ -82,18 +84,19 @@ class PartitionNemesis:
 
     name = "partition"
 
-    def __init__(self, control: Control, via: str = "auto") -> None:
+    def __init__(self, control: Control, via: str = "auto", chain: str = CHAIN) -> None:
         if via not in ("auto", "iptables", "seam"):
             raise ValueError(f"partition via {via!r}: expected auto, iptables or seam")
         self.control = control
         self.via = via
+        self.chain = chain  # one per address base: runs on other addresses keep their own
         self.iptables: Iptables | None = None
         self.active: g.Grudge = {}
 
     async def setup(self) -> dict[str, Any]:
         why_not = Iptables.available()
         if self.via in ("auto", "iptables") and why_not is None:
-            ipt = Iptables([self.control.address(n) for n in self.control.node_ids])
+            ipt = Iptables([self.control.address(n) for n in self.control.node_ids], self.chain)
             try:
                 await asyncio.to_thread(ipt.install)
                 self.iptables = ipt
@@ -133,6 +136,18 @@ class PartitionNemesis:
             return g.isolate(leader if leader in order else order[0], order), info
         if mode == "isolate":
             return g.isolate(order[0], order), info
+        if mode == "bridge":
+            group = int(params["group"])
+            leader = await self.control.leader_of(group)
+            members = await self.control.replicas_of(group)
+            replicas = [n for n in order if members is None or n in members]
+            if leader not in replicas:
+                leader = replicas[0]
+            others = [n for n in replicas if n != leader]
+            if not others:
+                raise ValueError(f"a bridge needs two replicas of group {group}, not {replicas}")
+            info.update(group=group, leader=leader, cut_from=others[0], bridge=others[1:2])
+            return g.bridge(leader, others[0]), info
         raise ValueError(f"unknown partition mode {mode!r}")
 
     async def inject(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -258,9 +273,11 @@ def parse_nemeses(text: str) -> list[str]:
     return [] if names == ["none"] else list(dict.fromkeys(names))
 
 
-def build(name: str, control: Control, partition_via: str = "auto") -> Nemesis:
+def build(
+    name: str, control: Control, partition_via: str = "auto", chain: str = CHAIN
+) -> Nemesis:
     if name == "partition":
-        return PartitionNemesis(control, partition_via)
+        return PartitionNemesis(control, partition_via, chain)
     if name == "kill":
         return KillNemesis(control)
     if name == "pause":

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-PARTITION_MODES = ("halves", "isolate", "leader", "ring")
+PARTITION_MODES = ("halves", "isolate", "leader", "ring", "bridge")
 PROCESS_TARGETS = ("random", "leader")
 
 

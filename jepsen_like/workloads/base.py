@@ -7,6 +7,10 @@ The generator is pure given its random source and what its process has seen:
   checker's search stays small;
 * a cas expects the value its process saw last on that key (so it often
   succeeds) and sets a fresh value.
+
+A workload hands each client its generator (`generator_for`): the register
+and kv generators are shared (they keep nothing per client but `seen`), the
+session generator keeps each client's own key and what it did last.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from jepsen_like.workloads.client import DIM, NAMESPACE, RegisterClient
 
@@ -24,6 +28,10 @@ class Op:
     f: str  # read, write, cas
     key: str  # the memory id
     value: Any  # read: None; write: v; cas: [expected, new]
+
+
+class OpSource(Protocol):
+    def next_op(self, rng: random.Random, seen: dict[str, Any]) -> Op: ...
 
 
 @dataclass
@@ -43,6 +51,36 @@ class Generator:
 
 
 @dataclass
+class WriteThenRead:
+    """One client of the session workload: it reads back every write at once.
+
+    After a write (whatever its outcome) the next operation reads the same key:
+    that read-your-writes check is the one a session tier can get wrong most
+    easily, because the runner sends session reads to another node than the
+    write (docs/jepsen.md). Otherwise: write the client's own key (60 %), read
+    it (20 %) or read a random key of the workload (20 %: monotonic reads of
+    keys that other sessions write).
+    """
+
+    own: str
+    keys: list[str]
+    values: itertools.count[int]
+    _last_write: str | None = None
+
+    def next_op(self, rng: random.Random, seen: dict[str, Any]) -> Op:
+        if self._last_write is not None:
+            key, self._last_write = self._last_write, None
+            return Op("read", key, None)
+        r = rng.random()
+        if r < 0.6:
+            self._last_write = self.own
+            return Op("write", self.own, next(self.values))
+        if r < 0.8:
+            return Op("read", self.own, None)
+        return Op("read", rng.choice(self.keys), None)
+
+
+@dataclass
 class Workload:
     """What the runner needs from a workload."""
 
@@ -52,9 +90,17 @@ class Workload:
     generator: Generator
     precreate: bool  # create every key (value None) before recording starts
     namespace: str = NAMESPACE
+    per_client: bool = False  # each client gets a WriteThenRead of its own key
 
     def history_key(self, key: str) -> str | None:
         return None if self.model == "cas-register" else key
+
+    def generator_for(self, client: int) -> OpSource:
+        """The generator of client `client` (0-based); all share the unique-value counter."""
+        if not self.per_client:
+            return self.generator
+        own = self.keys[client % len(self.keys)]
+        return WriteThenRead(own, self.keys, self.generator._values)
 
     async def setup(self, client: RegisterClient) -> None:
         """Create the namespace and, for pre-created keys, every key with the value None."""
@@ -96,11 +142,27 @@ def kv(keys: int) -> Workload:
     return Workload("kv", "kv", ids, Generator(ids, KV_MIX), precreate=False)
 
 
-WORKLOADS = {"register": (register, 3), "kv": (kv, 64)}  # name -> (factory, default keys)
+def session(keys: int) -> Workload:
+    """One pre-created key per client (``s0``..), each written and at once read back by its
+    owner; every client also reads the others' keys. Meant for ``--consistency session``."""
+    ids = [f"s{i}" for i in range(keys)]
+    return Workload(
+        "session", "kv", ids, Generator(ids, {"read": 1.0}), precreate=True, per_client=True
+    )
 
 
-def build(name: str, keys: int | None) -> Workload:
+# name -> (factory, default keys); a default of None means one key per client.
+WORKLOADS: dict[str, tuple[Any, int | None]] = {
+    "register": (register, 3),
+    "kv": (kv, 64),
+    "session": (session, None),
+}
+
+
+def build(name: str, keys: int | None, clients: int = 1) -> Workload:
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
     factory, default = WORKLOADS[name]
-    return factory(keys if keys is not None else default)
+    n = keys if keys is not None else default if default is not None else clients
+    workload: Workload = factory(n)
+    return workload

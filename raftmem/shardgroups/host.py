@@ -46,6 +46,10 @@ class RaftTiming:
     # How long a leader keeps leading without hearing from a majority. pysyncobj's
     # default (30 s) lets a partitioned leader believe it leads for 30 s.
     leader_fallback: float = 0.5
+    # Lease reads assume clocks run at the same rate within this bound: a lease
+    # lasts election_min * (1 - drift) from the send time of the heartbeat a
+    # majority acknowledged.
+    lease_drift: float = 0.1
     compaction_entries: int = 20_000
     compaction_seconds: int = 600
 
@@ -90,6 +94,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         timing: RaftTiming,
         sm_factory: Callable[[str], Any] = StateMachine,
         hardening: frozenset[str] = frozenset({"stale_acks", "prevote"}),
+        unsafe_lease: bool = False,
     ) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.group_id = group_id
@@ -119,6 +124,9 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self._deliver_to_raft = transport._onMessageReceivedCallback
         transport.setOnMessageReceivedCallback(self._on_message)
         self.hardening = hardening
+        # Test only: serve lease reads even without the protections that make
+        # them safe (jepsen_like's bug injection).
+        self.unsafe_lease = unsafe_lease
         self.timing = timing
         self.stale_acks_ignored = 0
         self.votes_refused = 0
@@ -128,6 +136,14 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self._prevote_term: int | None = None
         self._prevote_grants: set[str] = set()
         self._prevote_won = False
+        # Leader lease: heartbeat sequence numbers ride on append-entries, the
+        # follower echoes the last one it accepted in its ack.
+        self._hb_seq = 0
+        self._hb_sent: dict[int, float] = {}
+        self._hb_acked: dict[str, float] = {}
+        self._hb_to_ack: dict[str, int] = {}
+        self._lease_term = -1
+        transport.outgoing_hook = self._on_send
         self._synced_len = -1
         self._synced_last: Any = None
         self._synced_term: tuple[int, Any] = (-1, None)
@@ -137,13 +153,22 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         # pysyncobj increments raftLastApplied after this returns, so the
         # entry being applied is the next one.
         index = self.raftLastApplied + 1
-        return self.sm.apply(index, payload)
+        result = self.sm.apply(index, payload)
+        # The entry's index, for session tokens (not stored: a deduplicated
+        # retry reports its own, later, index — still one that covers the write).
+        return {**result, "raft_index": index}
 
     def _on_message(self, node: Any, message: dict[str, Any]) -> None:
         """Every Raft message for this replica passes here first (the hardening seam)."""
         kind = message.get("type")
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self._leader_contact = time.monotonic()
+            if "rm_hb" in message:
+                self._hb_to_ack[node.id] = message["rm_hb"]
+        elif kind == "next_node_idx" and "rm_ack" in message:
+            sent = self._hb_sent.get(message["rm_ack"])
+            if sent is not None and sent > self._hb_acked.get(node.id, float("-inf")):
+                self._hb_acked[node.id] = sent
         if "prevote" in self.hardening:
             if kind == "prevote":
                 self._answer_prevote(node, message)
@@ -186,6 +211,51 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                 self.stale_acks_ignored += 1
             return
         self._deliver_to_raft(node, message)
+
+    # -- leader lease ------------------------------------------------------
+
+    def _on_send(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "append_entries" and self._isLeader():
+            if self._lease_term != self.raftCurrentTerm:
+                self._lease_term = self.raftCurrentTerm
+                self._hb_sent.clear()
+                self._hb_acked.clear()
+            self._hb_seq += 1
+            self._hb_sent[self._hb_seq] = time.monotonic()
+            message["rm_hb"] = self._hb_seq
+            if len(self._hb_sent) > 4096:
+                oldest = min(self._hb_acked.values(), default=0.0)
+                self._hb_sent = {k: v for k, v in self._hb_sent.items() if v >= oldest}
+        elif kind == "next_node_idx":
+            seq = self._hb_to_ack.get(node.id)
+            if seq is not None:
+                message["rm_ack"] = seq
+
+    def lease_until(self) -> float:
+        """Monotonic time until which no other leader can exist, or -inf.
+
+        A majority (this leader included) acknowledged a heartbeat sent at time
+        ``s``; each of those followers heard from us after ``s`` and, by leader
+        stickiness and pre-vote, will not help elect anyone before
+        ``s + election_min``. Without those protections there is no lease.
+        """
+        if not self._isLeader() or self._lease_term != self.raftCurrentTerm:
+            return float("-inf")
+        if "prevote" not in self.hardening and not self.unsafe_lease:
+            return float("-inf")
+        needed = (len(self._others) + 1) // 2 + 1 - 1  # acks besides our own
+        if needed <= 0:
+            return float("inf")
+        acked = sorted(self._hb_acked.values(), reverse=True)
+        if len(acked) < needed:
+            return float("-inf")
+        t = self.timing
+        return acked[needed - 1] + t.election_min * (1.0 - t.lease_drift)
+
+    def noop_applied(self) -> bool:
+        noop = self._SyncObj__noopIDx
+        return self._isLeader() and noop is not None and self.raftLastApplied >= noop
 
     # -- pre-vote (defect 4) ----------------------------------------------
     #
@@ -307,6 +377,9 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             "applied_index": self.sm.applied_index,
             "ready": self.isReady(),
             "failed": self.failed,
+            "lease_until": self.lease_until(),
+            "noop_applied": self.noop_applied(),
+            "leader_contact": self._leader_contact,
             "votes_refused": self.votes_refused,
             "stale_acks_ignored": self.stale_acks_ignored,
         }
@@ -327,6 +400,7 @@ class HostConfig:
     # Our fixes of pysyncobj defects (docs/consensus.md); tests switch them off
     # to reproduce the defect against bare pysyncobj behaviour.
     hardening: frozenset[str] = frozenset({"stale_acks", "prevote"})
+    unsafe_lease: bool = False
 
 
 class GroupHost:
@@ -341,7 +415,7 @@ class GroupHost:
             self.replicas[gid] = GroupReplica(
                 gid, cfg.node_id, members,
                 os.path.join(cfg.data_dir, "groups", f"g{gid}"), t, cfg.timing, cfg.sm_factory,
-                cfg.hardening,
+                cfg.hardening, cfg.unsafe_lease,
             )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

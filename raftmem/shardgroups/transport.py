@@ -85,7 +85,13 @@ class GroupTransport(Transport):
         self.group_id = group_id
         self.peers = {p.id: p for p in peers}
 
+    # Called with (node, message) before a message leaves; may add fields
+    # (pysyncobj ignores keys it does not know). The replica's lease uses it.
+    outgoing_hook: Any = None
+
     def send(self, node: Node, message: Any) -> bool:
+        if self.outgoing_hook is not None:
+            self.outgoing_hook(node, message)
         return self.mux.send(node.id, self.group_id, message)
 
     def deliver(self, peer_id: str, message: Any) -> None:

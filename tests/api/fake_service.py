@@ -311,6 +311,10 @@ class FakeMemoryService:
         self._enter("cluster_state")
         return {"nodes": [{"id": "fake-1", "address": "127.0.0.1:7000"}], "groups": []}
 
+    async def digests(self) -> dict[str, Any]:
+        return {"node": "fake-1", "groups": {"0": {"applied_index": 0,
+                                                   "digest": "0" * 64}}}
+
     def isolate(self, peers: list[str]) -> None:
         self.isolated = sorted(set(getattr(self, "isolated", [])) | set(peers))
 
