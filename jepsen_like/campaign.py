@@ -3,6 +3,13 @@
     python -m jepsen_like.campaign --workloads register,kv --nemeses partition,kill,pause \
         --runs 5 --time 180 --store ./store/campaign
 
+    python -m jepsen_like.campaign --consistency lease,session,eventual --workloads register \
+        --nemeses partition+kill --runs 5 --time 180 --address-base 127.0.0.31
+
+A nemesis written ``partition+kill`` is one run with both nemeses; ``--consistency``
+takes a list of tiers (each run passes one); ``--address-base`` lets a campaign run
+beside another one on other loopback addresses (and its own iptables chain).
+
 Each run is ``python -m jepsen_like run`` with a distinct seed; the table (and a
 JSON file beside it) lists every run directory, its verdict and its counts, so a
 claim in docs/jepsen.md can point at the runs that back it.
@@ -11,6 +18,7 @@ claim in docs/jepsen.md can point at the runs that back it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import pathlib
 import subprocess
@@ -25,13 +33,22 @@ def newest_run(store: pathlib.Path, before: set[str]) -> pathlib.Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--workloads", default="register,kv")
     ap.add_argument("--nemeses", default="partition,kill,pause")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--time", type=int, default=180)
     ap.add_argument("--seed", type=int, default=1, help="first seed; each run adds one")
     ap.add_argument("--store", default="./store/campaign")
+    ap.add_argument(
+        "--consistency",
+        default=None,
+        help="read tiers, comma-separated: linearizable, lease, session, eventual "
+        "(default: the server's, no --consistency)",
+    )
+    ap.add_argument("--address-base", default=None, help="passed to every run")
     ap.add_argument("--extra", action="append", default=[], help="extra argument for every run")
     args = ap.parse_args(argv)
 
@@ -40,28 +57,45 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     seed = args.seed
     summary = store / "campaign.md"
-    for workload in args.workloads.split(","):
-        for nemesis in args.nemeses.split(","):
-            for _ in range(args.runs):
-                before = {p.name for p in store.iterdir()}
-                cmd = [sys.executable, "-m", "jepsen_like", "run", "--workload", workload,
-                       "--nemesis", nemesis, "--time", str(args.time), "--seed", str(seed),
-                       "--store", str(store), "--no-progress", "--quiet", *args.extra]
-                t0 = time.monotonic()
-                rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                run_dir = newest_run(store, before)
-                row: dict[str, Any] = {"workload": workload, "nemesis": nemesis, "seed": seed,
-                                       "exit": rc, "seconds": round(time.monotonic() - t0),
-                                       "run": run_dir.name if run_dir else None}
-                results = run_dir / "results.json" if run_dir else None
-                if results and results.exists():
-                    r = json.loads(results.read_text())
-                    row["results"] = r
-                rows.append(row)
-                seed += 1
-                write_summary(summary, rows, args)
-                print(f"{workload:<9}{nemesis:<10}seed {row['seed']:<4} exit {rc}  {row['run']}",
-                      flush=True)
+    tiers: list[str | None] = list(args.consistency.split(",")) if args.consistency else [None]
+    passthrough = ["--address-base", args.address_base] if args.address_base else []
+    for tier, workload, nemesis in itertools.product(
+        tiers, args.workloads.split(","), args.nemeses.split(",")
+    ):
+        for _ in range(args.runs):
+            before = {p.name for p in store.iterdir()}
+            cmd = [
+                *(sys.executable, "-m", "jepsen_like", "run"),
+                *("--workload", workload, "--nemesis", nemesis.replace("+", ",")),
+                *("--time", str(args.time), "--seed", str(seed), "--store", str(store)),
+                *(["--consistency", tier] if tier else []),
+                *passthrough,
+                *("--no-progress", "--quiet"),
+                *args.extra,
+            ]
+            t0 = time.monotonic()
+            rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run_dir = newest_run(store, before)
+            row: dict[str, Any] = {
+                "tier": tier or "default",
+                "workload": workload,
+                "nemesis": nemesis,
+                "seed": seed,
+                "exit": rc,
+                "seconds": round(time.monotonic() - t0),
+                "run": run_dir.name if run_dir else None,
+            }
+            results = run_dir / "results.json" if run_dir else None
+            if results and results.exists():
+                row["results"] = json.loads(results.read_text())
+            rows.append(row)
+            seed += 1
+            write_summary(summary, rows, args)
+            print(
+                f"{row['tier']:<13}{workload:<9}{nemesis:<16}seed {row['seed']:<4} exit {rc}  "
+                f"{row['run']}",
+                flush=True,
+            )
     (store / "campaign.json").write_text(json.dumps(rows, indent=1, default=str))
     return 0 if all(r["exit"] == 0 for r in rows) else 1
 
@@ -70,8 +104,9 @@ def _verdict(r: dict[str, Any]) -> str:
     res = r.get("results") or {}
     checks = res.get("checkers") or res.get("verdicts") or {}
     if isinstance(checks, dict) and checks:
-        return ", ".join(f"{k}: {v.get('valid', v) if isinstance(v, dict) else v}"
-                         for k, v in checks.items())
+        return ", ".join(
+            f"{k}: {v.get('valid', v) if isinstance(v, dict) else v}" for k, v in checks.items()
+        )
     return "valid" if r["exit"] == 0 else f"exit {r['exit']}"
 
 
@@ -83,12 +118,18 @@ def _counts(r: dict[str, Any]) -> str:
 
 
 def write_summary(path: pathlib.Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    lines = [f"# jepsen_like campaign: {args.runs} x {args.time}s per workload and nemesis", "",
-             "| workload | nemesis | seed | exit | verdicts | ops | run directory |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# jepsen_like campaign: {args.runs} x {args.time}s per tier, workload and nemesis",
+        "",
+        "| tier | workload | nemesis | seed | exit | verdicts | ops | run directory |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['workload']} | {r['nemesis']} | {r['seed']} | {r['exit']} | "
-                     f"{_verdict(r)} | {_counts(r)} | {r['run']} |")
+        lines.append(
+            f"| {r.get('tier', 'default')} | {r['workload']} | {r['nemesis']} | {r['seed']} | "
+            f"{r['exit']} | "
+            f"{_verdict(r)} | {_counts(r)} | {r['run']} |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -151,7 +151,10 @@ def check_sessions(events: list[dict[str, Any]]) -> dict[str, Any]:
         if ev["f"] == "read":
             checked += 1
             before = floors_at_invoke.pop(op_id, _Floors())
-            for kind, floor in (("read-your-writes", before.write), ("monotonic-reads", before.read)):
+            for kind, floor in (
+                ("read-your-writes", before.write),
+                ("monotonic-reads", before.read),
+            ):
                 if floor is not None and version < floor.version:
                     report(
                         {

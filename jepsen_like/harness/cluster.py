@@ -76,7 +76,9 @@ def node_addresses(n: int, address_base: str = DEFAULT_ADDRESS_BASE) -> list[str
     addrs = [str(first + k) for k in range(n)]
     if CLIENT_ADDRESS in addrs or "127.0.0.0" in addrs:
         # The clients connect from 127.0.0.1; a partition must never cut them off.
-        raise ValueError(f"node addresses from {address_base} include {CLIENT_ADDRESS} or 127.0.0.0")
+        raise ValueError(
+            f"node addresses from {address_base} include {CLIENT_ADDRESS} or 127.0.0.0"
+        )
     return addrs
 
 

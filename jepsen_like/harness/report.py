@@ -88,13 +88,59 @@ def throughput(events: list[dict[str, Any]], phases: dict[str, list[int]]) -> di
     }
 
 
+def without_chaos_reads(history: dict[str, Any]) -> dict[str, Any]:
+    """The history without the reads of the chaos phase (their invocations and completions).
+
+    What is left of a session or eventual run (writes, cas, the linearizable final
+    reads) must still be linearizable: removing reads from a linearizable history
+    leaves a linearizable history, since reads change no state.
+    """
+    dropped = {
+        e["id"]
+        for e in history["ops"]
+        if e["type"] == "invoke" and e["f"] == "read" and not e.get("final")
+    }
+    doc = {k: v for k, v in history.items() if k != "ops"}
+    doc["ops"] = [e for e in history["ops"] if e["id"] not in dropped]
+    return doc
+
+
+def eventual_stats(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the eventual reads' headers said: staleness, who served them, too_stale refusals."""
+    reads = [e for e in completions(events, final=False) if e["f"] == "read"]
+    staleness = sorted(e["staleness_ms"] for e in reads if isinstance(e.get("staleness_ms"), int))
+    by_replica: dict[str, int] = {}
+    for e in reads:
+        if e["type"] == "ok" and e.get("replica") is not None:
+            by_replica[str(e["replica"])] = by_replica.get(str(e["replica"]), 0) + 1
+    out: dict[str, Any] = {
+        "reads_ok": sum(1 for e in reads if e["type"] == "ok"),
+        "with_staleness": len(staleness),
+        "too_stale": sum(1 for e in reads if "too_stale" in str(e.get("error") or "")),
+        "served_by": dict(sorted(by_replica.items())),
+    }
+    if staleness:
+        out["staleness_ms"] = {
+            "mean": round(sum(staleness) / len(staleness), 3),
+            **{f"p{p}": percentile(staleness, p) for p in PERCENTILES},
+            "max": staleness[-1],
+            "stale_reads": sum(1 for x in staleness if x > 0),
+        }
+    return out
+
+
 def final_reads_verdict(
-    final: dict[str, dict[str, Any]], keys: list[str], nodes: list[str]
+    final: dict[str, dict[str, Any]],
+    keys: list[str],
+    nodes: list[str],
+    require_agreement: bool = False,
 ) -> dict[str, Any]:
     """After heal and recovery every node must serve every key (liveness).
 
-    Whether the values agree is reported, not judged: linearizability of the
-    whole history (final reads included) is the linearizability checker's job.
+    Whether the values agree is reported, and judged only with
+    `require_agreement` (eventual tier, where the final reads follow the
+    convergence check): otherwise linearizability of the whole history (final
+    reads included) is the linearizability checker's job.
     """
     missing = [[k, n] for k in keys for n in nodes if not final.get(k, {}).get(n, {}).get("ok")]
     diverged = sorted(
@@ -102,7 +148,7 @@ def final_reads_verdict(
         for k in keys
         if len({repr(r.get("value")) for r in final.get(k, {}).values() if r.get("ok")}) > 1
     )
-    valid: Any = not missing if final else "unknown"
+    valid: Any = (not missing and not (require_agreement and diverged)) if final else "unknown"
     out: dict[str, Any] = {
         "valid": valid,
         "keys": len(keys),
@@ -113,4 +159,6 @@ def final_reads_verdict(
         out["unread"] = missing[:50]
     if not final:
         out["reason"] = "no final reads were made"
+    elif require_agreement and diverged:
+        out["reason"] = f"nodes read different final values of {diverged[:10]}"
     return out

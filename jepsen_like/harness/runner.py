@@ -6,8 +6,11 @@
                while the nemeses follow their seeded schedule
     heal       end any active fault (the schedule's own heals happen in chaos)
     recovery   deadline-poll until every node is ready again
+    converge   eventual tier only: poll GET /admin/digests until every replica
+               of every group agrees (or a deadline)
     final      read every key on every node (recorded in the history)
-    check      the linearizability checker on the history, then the reports
+    check      the checkers of the tier (linearizability; session; convergence),
+               then the reports
 
 Whatever happens (an exception, Ctrl-C, SIGTERM), the nemeses are torn down
 (the iptables chain removed) and every node process the run started is
@@ -36,18 +39,20 @@ import orjson
 from tqdm import tqdm
 
 from jepsen_like.checker.check import check_history
+from jepsen_like.checker.convergence import agreement
 from jepsen_like.checker.history import HistoryError, parse_history
 from jepsen_like.checker.report import render_html
+from jepsen_like.checker.session import check_sessions
 from jepsen_like.harness import report, timeline
 from jepsen_like.harness.api import Api
 from jepsen_like.harness.cluster import Cluster, ClusterError
-from jepsen_like.harness.config import RunConfig
+from jepsen_like.harness.config import WEAK_TIERS, RunConfig
 from jepsen_like.harness.recorder import Recorder
 from jepsen_like.nemesis import nemeses as nem
 from jepsen_like.nemesis.schedule import Fault, make_schedule
 from jepsen_like.workloads import Op, Workload
 from jepsen_like.workloads import build as build_workload
-from jepsen_like.workloads.client import Completion, RegisterClient
+from jepsen_like.workloads.client import Completion, RegisterClient, Session
 
 EXIT_OK, EXIT_INVALID, EXIT_UNKNOWN, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -89,7 +94,7 @@ def combine(verdicts: list[Any]) -> Any:
     """false beats unknown beats true."""
     if any(v is False for v in verdicts):
         return False
-    if any(v != True for v in verdicts):  # "unknown" is neither true nor false
+    if any(v is not True for v in verdicts):  # "unknown" is neither true nor false
         return "unknown"
     return True
 
@@ -122,9 +127,15 @@ async def perform(client: RegisterClient, op: Op) -> Completion:
 class Run:
     def __init__(self, cfg: RunConfig, say: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
-        self.workload: Workload = build_workload(cfg.workload, cfg.keys)
+        self.workload: Workload = build_workload(cfg.workload, cfg.keys, cfg.clients)
         self.run_dir = make_run_dir(cfg.store, cfg.label())
-        self.cluster = Cluster(self.run_dir / "nodes", cfg.nodes, cfg.groups, list(cfg.node_args))
+        self.cluster = Cluster(
+            self.run_dir / "nodes",
+            cfg.nodes,
+            cfg.groups,
+            list(cfg.node_args),
+            address_base=cfg.address_base,
+        )
         self.recorder = Recorder()
         self.counters = Counters()
         self.nemeses: dict[str, nem.Nemesis] = {}
@@ -145,6 +156,8 @@ class Run:
         self.errors: list[str] = []
         self.final: dict[str, dict[str, Any]] = {}
         self.recovery: dict[str, Any] = {}
+        self.convergence: dict[str, Any] | None = None
+        self.sessions: list[Session] = []
         self.interrupted = False
         self.next_process = cfg.clients
         self._say = say or (lambda s: None)
@@ -167,28 +180,35 @@ class Run:
         atexit.register(self.teardown)
         self.cluster.prepare(cluster_id=f"jepsen-{self.run_dir.name}")
         self.say(f"run directory {self.run_dir}")
-        self.say(f"starting {cfg.nodes} nodes on 127.0.0.11..{10 + cfg.nodes}")
+        hosts = [p.host for p in self.cluster.nodes]
+        self.say(f"starting {cfg.nodes} nodes on {hosts[0]}..{hosts[-1]}")
         self.cluster.start_all()
         async with Api(cfg.op_timeout_s) as api:
             self.cluster.api = api
             took = await self.cluster.wait_ready(cfg.ready_timeout_s)
             self.say(f"all nodes ready in {took:.1f}s")
+            # One client per node for setup and the final reads; each worker of the
+            # chaos phase makes its own (with its session in the session tier).
             clients = {
                 p.id: RegisterClient(
-                    api, p.url, f"{self.run_dir.name}-{p.id}", consistency=cfg.consistency
+                    api,
+                    p.url,
+                    f"{self.run_dir.name}-{p.id}",
+                    consistency=cfg.consistency,
+                    max_staleness_ms=cfg.max_staleness_ms,
                 )
                 for p in self.cluster.nodes
             }
             await self._setup_workload(clients[self.cluster.node_ids[0]])
             for name in cfg.nemeses:
-                n = nem.build(name, self.cluster, cfg.partition_via)
+                n = nem.build(name, self.cluster, cfg.partition_via, cfg.chain)
                 self.nemeses[name] = n
                 self.nemesis_setup[name] = await n.setup()
             if self.nemesis_setup:
                 self.say(f"nemeses ready: {self.nemesis_setup}")
             self.recorder = Recorder()  # time 0 of the history: the start of the chaos phase
             try:
-                await self._chaos(clients)
+                await self._chaos(api)
                 self._phase("recovery")
                 self.say("healed; waiting for every node to be ready")
                 try:
@@ -198,6 +218,11 @@ class Run:
                     self.recovery = {"recovered": False, "error": str(exc)}
                     self.errors.append(f"recovery: {exc}")
                     self.say(f"NOT RECOVERED: {exc}")
+                if cfg.tier == "eventual":
+                    # Before the final reads: no client writes any more, so this is
+                    # quiescence, and the final reads then see the converged state.
+                    self._phase("converge")
+                    await self._converge()
                 self._phase("final")
                 await self._final_reads(clients)
                 self._phase("done")
@@ -218,7 +243,7 @@ class Run:
                     raise RuntimeError(f"workload setup failed: {exc}") from exc
             await asyncio.sleep(0.2)  # retry interval of a loop with its own deadline
 
-    async def _chaos(self, clients: dict[str, RegisterClient]) -> None:
+    async def _chaos(self, api: Api) -> None:
         cfg = self.cfg
         self._phase("chaos")
         stop = asyncio.Event()
@@ -229,7 +254,7 @@ class Run:
             f"seed {cfg.seed}"
         )
         workers = [
-            asyncio.create_task(self._worker(i, clients, stop, pacer)) for i in range(cfg.clients)
+            asyncio.create_task(self._worker(i, api, stop, pacer)) for i in range(cfg.clients)
         ]
         nemesis = asyncio.create_task(self._nemesis(stop))
         bar = tqdm(
@@ -263,25 +288,47 @@ class Run:
                     self.errors.append("".join(traceback.format_exception(r)))
             await self._heal_all()
 
-    async def _worker(
-        self, i: int, clients: dict[str, RegisterClient], stop: asyncio.Event, pacer: Pacer | None
-    ) -> None:
+    async def _worker(self, i: int, api: Api, stop: asyncio.Event, pacer: Pacer | None) -> None:
+        """Client i: bound to node i mod n. In the session tier it is one session, kept across
+        the new process ids an `info` gives it, and its reads go round the nodes (reading
+        through other nodes than the one that took the write is what sessions are for)."""
         cfg = self.cfg
-        node = self.cluster.nodes[i % len(self.cluster.nodes)]
-        client = clients[node.id]
+        nodes = self.cluster.nodes
+        home = nodes[i % len(nodes)]
+        session = Session() if cfg.tier == "session" else None
+        if session is not None:
+            self.sessions.append(session)
+        clients = {
+            p.id: RegisterClient(
+                api,
+                p.url,
+                f"{self.run_dir.name}-{p.id}-c{i}",
+                consistency=cfg.consistency,
+                session=session,
+                max_staleness_ms=cfg.max_staleness_ms,
+            )
+            for p in nodes
+        }
+        tags: dict[str, Any] = {} if session is None else {"session": i}
+        generator = self.workload.generator_for(i)
         rng = random.Random(f"{cfg.seed}/client/{i}")
         seen: dict[str, Any] = {}
         process = i
+        reads = 0
         while not stop.is_set():
             if pacer is not None:
                 await pacer.wait()
                 if stop.is_set():
                     break
-            op = self.workload.generator.next_op(rng, seen)
+            op = generator.next_op(rng, seen)
+            node = home
+            if session is not None and op.f == "read":
+                reads += 1
+                node = nodes[(i + reads) % len(nodes)]
             key = self.workload.history_key(op.key)
-            op_id = self.recorder.invoke(process, op.f, key, op.value, node=node.id)
+            op_id = self.recorder.invoke(process, op.f, key, op.value, node=node.id, **tags)
             try:
-                c = await perform(client, op)
+                c = await perform(clients[node.id], op)
             except asyncio.CancelledError:
                 self.recorder.complete(
                     op_id,
@@ -289,12 +336,13 @@ class Run:
                     None if op.f == "read" else op.value,
                     node=node.id,
                     error="interrupted",
+                    **tags,
                 )
                 raise
             value = c.value if op.f == "read" else op.value
             if op.f == "read" and c.type != "ok":
                 value = None
-            self.recorder.complete(op_id, c.type, value, node=node.id, **c.extra())
+            self.recorder.complete(op_id, c.type, value, node=node.id, **tags, **c.extra())
             self.counters.add(c.type)
             if c.type == "ok":
                 seen[op.key] = value if op.f != "cas" else op.value[1]
@@ -391,6 +439,9 @@ class Run:
         own, so a node that cannot serve costs one deadline, not one per key.
         """
         deadline = time.monotonic() + self.cfg.final_read_timeout_s
+        # Final reads are linearizable in every tier: they judge what the cluster
+        # converged to, not what a weak tier may serve.
+        linearizable = self.cfg.tier in WEAK_TIERS
 
         async def reader(node_id: str, key: str, process: int) -> None:
             client = clients[node_id]
@@ -399,7 +450,7 @@ class Run:
             self.final.setdefault(key, {})[node_id] = got
             while True:
                 op_id = self.recorder.invoke(process, "read", hkey, None, node=node_id, final=True)
-                c = await client.read(key)
+                c = await client.read(key, linearizable=linearizable)
                 got["attempts"] += 1
                 self.recorder.complete(
                     op_id,
@@ -422,6 +473,52 @@ class Run:
         self.say(f"final reads of {len(self.workload.keys)} keys on every node")
         base = self.next_process
         await asyncio.gather(*(reader(n, k, base + i) for i, (n, k) in enumerate(pairs)))
+
+    async def _converge(self) -> None:
+        """Poll GET /admin/digests on every node until all replicas agree or the deadline."""
+        cfg = self.cfg
+        start = time.monotonic()
+        deadline = start + cfg.convergence_timeout_s
+        nodes = self.cluster.node_ids
+        replicas: dict[str, list[str]] | None = None
+        for node_id in nodes:
+            state = await self.cluster.cluster_state(node_id)
+            groups = ((state or {}).get("routing") or {}).get("groups")
+            if isinstance(groups, dict) and groups:
+                replicas = {str(g): list(m) for g, m in groups.items()}
+                break
+        self.say(f"waiting up to {cfg.convergence_timeout_s:g}s for the replicas to converge")
+        polls = 0
+        while True:
+            polls += 1
+            snapshots: dict[str, Any] = {}
+            statuses: dict[str, Any] = {}
+            for node_id in nodes:
+                reply = await self.cluster.admin_get(node_id, "/admin/digests")
+                statuses[node_id] = reply.status if reply.status is not None else reply.error
+                if reply.ok and isinstance(reply.body, dict):
+                    snapshots[node_id] = reply.body
+            verdict = agreement(snapshots, nodes, replicas)
+            verdict.update(polls=polls, seconds=round(time.monotonic() - start, 3))
+            if all(st in (404, 405) for st in statuses.values()):
+                verdict = {
+                    "valid": "unknown",
+                    "reason": f"the nodes have no GET /admin/digests (answered {statuses})",
+                    "polls": polls,
+                }
+                break
+            if verdict["valid"] is True or time.monotonic() > deadline:
+                if verdict["valid"] is not True:
+                    verdict["statuses"] = statuses
+                    verdict["reason"] = (
+                        f"replicas still differ after {cfg.convergence_timeout_s:g}s: groups "
+                        f"{verdict.get('disagreeing_groups', [])}, missing nodes "
+                        f"{verdict.get('missing_nodes', [])}"
+                    )
+                break
+            await asyncio.sleep(0.2)  # poll interval of a loop with its own deadline
+        self.convergence = verdict
+        self.say(f"convergence: {verdict['valid']} after {polls} poll(s)")
 
     # -- teardown ------------------------------------------------------------
 
@@ -453,6 +550,7 @@ class Run:
             initial_value=None,
             notes=f"jepsen_like run: {cfg.replay_command()}",
             workload=cfg.workload,
+            consistency=cfg.tier,
             nodes=self.cluster.node_ids,
             nemesis=self.timeline,
             phases=self.phases,
@@ -460,13 +558,17 @@ class Run:
         history_path = self.run_dir / "history.json"
         history_path.write_bytes(orjson.dumps(history))
         checkers: dict[str, Any] = {}
-        if self.recorder.events:
+        weak = cfg.tier in WEAK_TIERS
+        # Reads of a weak tier are not linearizable by design; everything else in the
+        # history (writes, cas with its linearizable compare, final reads) still is.
+        lin_doc = report.without_chaos_reads(history) if weak else history
+        if lin_doc["ops"]:
             self.say(
-                f"checking {len(self.recorder.events) // 2} operations "
+                f"checking {len(lin_doc['ops']) // 2} operations for linearizability "
                 f"(time limit {cfg.checker_timeout_s:g}s)"
             )
             try:
-                parsed = parse_history(history, source=str(history_path))
+                parsed = parse_history(lin_doc, source=str(history_path))
                 result = check_history(parsed, timeout=cfg.checker_timeout_s)
                 checkers["linearizable"] = result.to_json()
                 checkers["linearizable"]["valid"] = result.linearizable
@@ -480,8 +582,32 @@ class Run:
                 checkers["linearizable"] = {"valid": "unknown", "reason": f"bad history: {exc}"}
         else:
             checkers["linearizable"] = {"valid": "unknown", "reason": "no operations recorded"}
+        if weak:
+            checkers["linearizable"]["scope"] = (
+                f"writes, cas and final reads; the {cfg.tier} reads are judged by the "
+                f"{'session' if cfg.tier == 'session' else 'convergence'} checker"
+            )
+        tiers: dict[str, Any] = {"tier": cfg.tier}
+        if cfg.tier == "session":
+            checkers["session"] = check_sessions(history["ops"])
+            tokens = sum(s.updates for s in self.sessions)
+            tiers["session"] = {"sessions": len(self.sessions), "responses_with_token": tokens}
+            if tokens == 0 and self.sessions:
+                checkers["session"]["note"] = (
+                    "no response carried a Raftmem-Session token: the nodes served "
+                    "consistency=session without sessions (as linearizable, or not at all)"
+                )
+        if cfg.tier == "eventual":
+            checkers["convergence"] = self.convergence or {
+                "valid": "unknown",
+                "reason": "no convergence check was made (the run ended before it)",
+            }
+            tiers["eventual"] = report.eventual_stats(history["ops"])
         checkers["final-reads"] = report.final_reads_verdict(
-            self.final, self.workload.keys, self.cluster.node_ids
+            self.final,
+            self.workload.keys,
+            self.cluster.node_ids,
+            require_agreement=cfg.tier == "eventual",
         )
         valid = combine([c["valid"] for c in checkers.values()])
         code = exit_code_for(valid)
@@ -489,7 +615,8 @@ class Run:
             code = EXIT_INTERRUPTED
         elif error is not None:
             # The run broke; a violation in what was recorded still counts.
-            code = EXIT_INVALID if checkers["linearizable"]["valid"] is False else EXIT_ERROR
+            broken = any(c.get("valid") is False for c in checkers.values())
+            code = EXIT_INVALID if broken else EXIT_ERROR
         elif valid is True and self.errors:
             # A pass with a broken fault or a crashed client proves less than it says.
             code = EXIT_ERROR
@@ -498,6 +625,7 @@ class Run:
             "valid": valid,
             "exit_code": code,
             "checkers": checkers,
+            "consistency": tiers,
             "counts": report.counts(history["ops"]),
             "latency_ms": report.latencies(history["ops"]),
             "throughput": report.throughput(history["ops"], self.phases),

@@ -273,9 +273,7 @@ def parse_nemeses(text: str) -> list[str]:
     return [] if names == ["none"] else list(dict.fromkeys(names))
 
 
-def build(
-    name: str, control: Control, partition_via: str = "auto", chain: str = CHAIN
-) -> Nemesis:
+def build(name: str, control: Control, partition_via: str = "auto", chain: str = CHAIN) -> Nemesis:
     if name == "partition":
         return PartitionNemesis(control, partition_via, chain)
     if name == "kill":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -152,7 +153,7 @@ def session(keys: int) -> Workload:
 
 
 # name -> (factory, default keys); a default of None means one key per client.
-WORKLOADS: dict[str, tuple[Any, int | None]] = {
+WORKLOADS: dict[str, tuple[Callable[[int], Workload], int | None]] = {
     "register": (register, 3),
     "kv": (kv, 64),
     "session": (session, None),
@@ -164,5 +165,4 @@ def build(name: str, keys: int | None, clients: int = 1) -> Workload:
         raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
     factory, default = WORKLOADS[name]
     n = keys if keys is not None else default if default is not None else clients
-    workload: Workload = factory(n)
-    return workload
+    return factory(n)
