@@ -111,7 +111,7 @@ async def next_index_after_a_stale_ack(tmp: str, hardening: frozenset[str]) -> t
         return out["before"], out["after"]
 
 
-def test_defect_1_stale_acks_rewind_next_index(tmp_path) -> None:  # noqa: ANN001
+def test_defect_1_stale_acks_rewind_next_index(tmp_path) -> None:
     before, after = asyncio.run(next_index_after_a_stale_ack(str(tmp_path / "bare"), frozenset()))
     assert after < before, "bare pysyncobj no longer rewinds nextIndex on a late ack: re-check defect 1"
     before, after = asyncio.run(next_index_after_a_stale_ack(str(tmp_path / "ours"), ALL))

@@ -15,7 +15,7 @@ DIM = 4
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[LocalCluster]:  # noqa: ANN001
+def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
     c = LocalCluster(str(tmp_path_factory.mktemp("tiers")))
     c.start()
     try:
