@@ -566,6 +566,8 @@ class Node:
                 problems[gid] = st["failed"]
             elif st["leader"] is None:
                 problems[gid] = "no leader"
+            elif st["role"] != "leader" and time.monotonic() - st["leader_contact"] > 2.0:
+                problems[gid] = "no word from the leader for over 2 s"
             elif st["raft_applied_index"] < st["commit_index"]:
                 problems[gid] = f"applying backlog ({st['raft_applied_index']}/{st['commit_index']})"
         ready = not problems and len(groups) == len(self.table.groups)

@@ -488,7 +488,15 @@ class GroupHost:
                 self.fsyncs += 1
 
     def _publish_status(self) -> None:
-        self._status = {gid: r.status() for gid, r in self.replicas.items()}
+        new = {gid: r.status() for gid, r in self.replicas.items()}
+        for gid, st in new.items():
+            old = self._status.get(gid)
+            if old is None or (old["role"], old["leader"], old["term"]) != (
+                    st["role"], st["leader"], st["term"]):
+                log.info("group_state", group=gid, role=st["role"], leader=st["leader"],
+                         term=st["term"], commit_index=st["commit_index"],
+                         applied_index=st["raft_applied_index"])
+        self._status = new
 
     # -- asyncio side -----------------------------------------------------
 
