@@ -19,9 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from jepsen_like.checker.check import DEFAULT_TIMEOUT, CheckResult, Violation, check_history
 from jepsen_like.checker.history import History, HistoryError, load_history
 from jepsen_like.checker.report import render_html
+from jepsen_like.checker.session import check_sessions
 
 EXIT_OK = 0
 EXIT_NOT_LINEARIZABLE = 1
@@ -71,6 +74,12 @@ def add_check_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="compare each verdict with the file's expected_linearizable",
     )
     parser.add_argument(
+        "--session",
+        action="store_true",
+        help="judge read-your-writes and monotonic reads per session (the session checker, "
+        "for histories of --consistency session runs) instead of linearizability",
+    )
+    parser.add_argument(
         "--html",
         type=Path,
         metavar="DIR",
@@ -91,11 +100,43 @@ def history_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def run_session_check(files: list[Path], as_json: bool) -> int:
+    """The session checker on each file: exit 0 iff every verdict is true."""
+    status = EXIT_OK
+    for path in files:
+        try:
+            history = load_history(path)  # validates the format
+            doc = orjson.loads(path.read_bytes())
+        except (HistoryError, orjson.JSONDecodeError) as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            status = EXIT_ERROR
+            continue
+        verdict = check_sessions(doc["ops"])
+        if verdict["valid"] is not True and status == EXIT_OK:
+            status = EXIT_NOT_LINEARIZABLE
+        if as_json:
+            _emit({"file": str(path), "name": history.name, **verdict})
+        else:
+            detail = f" — {verdict['reason']}" if verdict.get("reason") else ""
+            print(
+                f"{history.name}: session {_verdict_text(verdict['valid'])} "
+                f"({verdict['sessions']} sessions, {verdict['reads_checked']} reads){detail}",
+                flush=True,
+            )
+    return status
+
+
+def _verdict_text(v: Any) -> str:
+    return "unknown" if v == "unknown" else json.dumps(v)
+
+
 def run_check(args: argparse.Namespace) -> int:
+    files = history_files(args.paths)
+    if getattr(args, "session", False) and files:
+        return run_session_check(files, args.json)
     status = EXIT_OK
     counts = {"true": 0, "false": 0, "unknown": 0, "error": 0, "disagree": 0}
     html_names: set[str] = set()
-    files = history_files(args.paths)
     if not files:
         print("error: no history files (*.json) found", file=sys.stderr)
         return EXIT_ERROR

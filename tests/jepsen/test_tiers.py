@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -574,3 +575,22 @@ def test_lease_reads_without_leader_stickiness_are_caught_under_a_bridge(tmp_pat
             assert code == 1
             return
     raise AssertionError("not caught in 3 runs:\n" + "\n".join(describe(r) for r in attempts))
+
+
+def test_the_check_command_can_run_the_session_checker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jepsen_like.__main__ import main
+
+    h = H()
+    h.op(0, "write", "k", 1, session=0, version=2)
+    h.op(0, "read", "k", None, session=0, version=1)
+    path = tmp_path / "h.json"
+    doc = {"format": 1, "name": "ryw", "model": "kv", "initial_value": None, "ops": h.events}
+    path.write_bytes(orjson.dumps(doc))
+    assert main(["check", "--session", str(path)]) == 1
+    assert "ryw: session false" in capsys.readouterr().out
+    h.op(0, "read", "k", 1, session=0, version=2)
+    doc["ops"] = h.events[:2]
+    path.write_bytes(orjson.dumps(doc))
+    assert main(["check", "--session", str(path)]) == 0
