@@ -150,6 +150,15 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
         "heal and quiescence (default 30)",
     )
     p.add_argument(
+        "--fault-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="clients stop invoking 0.1 s before each fault and resume when the fault's "
+        "group has a new leader, or after SECONDS (default 0: off). Lines up a quiet log "
+        "with an election, e.g. for bridge partitions against leases",
+    )
+    p.add_argument(
         "--address-base",
         type=_address_base,
         default=DEFAULT_ADDRESS_BASE,
@@ -255,6 +264,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) ->
         address_base=args.address_base,
         max_staleness_ms=args.max_staleness_ms,
         convergence_timeout_s=args.convergence_timeout,
+        fault_quiet_s=args.fault_quiet,
         store=args.store,
         rate=args.rate,
         node_args=list(args.node_arg),

@@ -42,6 +42,7 @@ class RunConfig:
     address_base: str = DEFAULT_ADDRESS_BASE  # node i listens on address_base + (i - 1)
     max_staleness_ms: int | None = None  # eventual reads: ?max_staleness_ms=
     convergence_timeout_s: float = 30.0
+    fault_quiet_s: float = 0.0  # > 0: clients pause at each fault until a new leader (or this)
     keep_data: bool = False  # keep node data folders even when the run passes
     progress: bool = True
     name: str | None = None
@@ -103,6 +104,8 @@ class RunConfig:
             args += ["--consistency", self.consistency]
         if self.max_staleness_ms is not None:
             args += ["--max-staleness-ms", str(self.max_staleness_ms)]
+        if self.fault_quiet_s:
+            args += ["--fault-quiet", f"{self.fault_quiet_s:g}"]
         if self.address_base != DEFAULT_ADDRESS_BASE:
             args += ["--address-base", self.address_base]
         if self.rate:

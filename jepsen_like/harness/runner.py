@@ -55,6 +55,7 @@ from jepsen_like.workloads import build as build_workload
 from jepsen_like.workloads.client import Completion, RegisterClient, Session
 
 EXIT_OK, EXIT_INVALID, EXIT_UNKNOWN, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+QUIET_LEAD_S = 0.1  # --fault-quiet: clients stop invoking this long before a fault starts
 
 
 @dataclass
@@ -158,6 +159,8 @@ class Run:
         self.recovery: dict[str, Any] = {}
         self.convergence: dict[str, Any] | None = None
         self.sessions: list[Session] = []
+        self.gate = asyncio.Event()  # clients invoke only while it is set (--fault-quiet)
+        self.gate.set()
         self.interrupted = False
         self.next_process = cfg.clients
         self._say = say or (lambda s: None)
@@ -280,6 +283,7 @@ class Run:
         finally:
             bar.close()
             stop.set()
+            self.gate.set()
             self._phase("heal")
             # Clients stop invoking; in-flight operations end within their timeouts.
             results = await asyncio.gather(nemesis, *workers, return_exceptions=True)
@@ -316,6 +320,9 @@ class Run:
         process = i
         reads = 0
         while not stop.is_set():
+            if not self.gate.is_set():
+                await self.gate.wait()
+                continue
             if pacer is not None:
                 await pacer.wait()
                 if stop.is_set():
@@ -372,7 +379,12 @@ class Run:
             except TimeoutError:
                 return False
 
+        quiet = self.cfg.fault_quiet_s
         for k, fault in enumerate(self.schedule):
+            if quiet and await until(max(0.0, fault.start - QUIET_LEAD_S)):
+                return
+            if quiet:
+                self.gate.clear()
             if await until(fault.start):
                 return
             n = self.nemeses[fault.nemesis]
@@ -390,6 +402,9 @@ class Run:
                 self.errors.append(f"nemesis {fault.nemesis} inject: {exc}")
             what = timeline.describe_fault(entry.get("inject", {}))
             self.active_fault = f"{fault.nemesis}: {what}"
+            if quiet:
+                entry["quiet"] = await self._settle(entry.get("inject", {}), quiet, stop)
+                self.gate.set()
             ended = await until(fault.end)
             entry["heal"] = await self._heal(n)
             entry["end_ns"] = self.recorder.now()
@@ -406,6 +421,32 @@ class Run:
                 entry["recovered_s"] = None
                 entry["recovery_error"] = str(exc)
             entry["health_after"] = await self.cluster.health()
+
+    async def _settle(
+        self, inject: dict[str, Any], limit_s: float, stop: asyncio.Event
+    ) -> dict[str, Any]:
+        """--fault-quiet: keep the clients quiet until the fault's group has a new leader.
+
+        Deadline-polls the leader of the group the fault targeted (the highest term
+        any live node reports) until it is not the leader from before the fault, or
+        `limit_s` passes. Faults without a group leader just keep the clients quiet
+        for `limit_s`. Clients were stopped shortly before the fault, so the log of
+        every replica was complete when it started: with a bridge, the cut-off
+        follower can win an election, and the clients then act at once, while the
+        old leader may still believe its lease.
+        """
+        start = time.monotonic()
+        group, before = inject.get("group"), inject.get("leader")
+        out: dict[str, Any] = {"leader_before": before}
+        while time.monotonic() - start < limit_s and not stop.is_set():
+            if group is not None and before is not None:
+                now = await self.cluster.leader_of(int(group))
+                if now is not None and now != before:
+                    out["leader_after"] = now
+                    break
+            await asyncio.sleep(0.01)  # poll interval of a loop with its own deadline
+        out["seconds"] = round(time.monotonic() - start, 3)
+        return out
 
     async def _heal(self, n: nem.Nemesis) -> dict[str, Any]:
         try:
