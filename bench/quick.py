@@ -7,7 +7,8 @@ Run against a running cluster (``raftmem up``)::
 It creates the namespace ``bench`` (384-d, cosine) if needed, then for each
 concurrency runs a write phase (one memory per request: ~1 KB text, 384-d
 embedding, tags, metadata) and a linearizable read phase (get by id of the
-memories written), spreading requests over every node. Prints a table and,
+memories written) at each tier of ``--tiers``, spreading requests over every node.
+Session reads carry no token here, so they measure the local-read path. Prints a table and,
 with ``--json FILE``, writes the figures.
 """
 
@@ -75,6 +76,8 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", default="1,16")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tiers", default="linearizable",
+                    help="read tiers to measure, comma-separated (linearizable,lease,session,eventual)")
     args = ap.parse_args()
     with open(os.path.join(args.data_dir, "cluster.json"), "rb") as f:  # noqa: ASYNC230 - before any load
         urls = [f"http://{n['api']}" for n in orjson.loads(f.read())["nodes"]]
@@ -96,13 +99,17 @@ async def main() -> None:
                 "tags": ["bench", f"t{i % 8}"], "metadata": {"i": i, "run": run}}
         return "POST", "/v1/namespaces/bench/memories", orjson.dumps(body)
 
-    def make_read(i: int) -> tuple[str, str, bytes | None]:
-        return "GET", f"/v1/namespaces/bench/memories/{random.choice(written)}", None
+    def make_read(tier: str) -> Any:
+        def make(i: int) -> tuple[str, str, bytes | None]:
+            mid = random.choice(written)
+            return "GET", f"/v1/namespaces/bench/memories/{mid}?consistency={tier}", None
+        return make
 
     rows = []
     for c in (int(x) for x in args.concurrency.split(",")):
         rows.append(await phase("write", urls, c, args.seconds, make_write))
-        rows.append(await phase("read (linearizable)", urls, c, args.seconds, make_read))
+        for tier in args.tiers.split(","):
+            rows.append(await phase(f"read ({tier})", urls, c, args.seconds, make_read(tier)))
     print(f"{'phase':<22}{'conc':>5}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}  errors")
     for r in rows:
         print(f"{r['phase']:<22}{r['concurrency']:>5}{r['ops_per_s']:>10}{r['p50_ms']:>9}"

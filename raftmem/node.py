@@ -180,12 +180,13 @@ class Node:
                           group=group)
 
     async def _write(self, group: int, cmd: dict[str, Any]) -> dict[str, Any]:
-        res = await self._propose(group, cmd)
         meta = _meta()
+        # A malformed token is refused before anything is proposed.
+        seen = meta.get("session") or session.decode(meta.get("session_in"))
+        res = await self._propose(group, cmd)
         index = res.get("raft_index")
         if index is not None:
-            meta["session"] = session.merge(
-                meta.get("session", session.decode(meta.get("session_in"))), {group: index})
+            meta["session"] = session.merge(seen, {group: index})
         if not res.get("ok", False):
             raise from_result_error(res.get("error", {}))
         return res

@@ -70,6 +70,13 @@ def _address_base(text: str) -> str:
     return str(ipaddress.IPv4Address(text))
 
 
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return v
+
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         v = kind(text)
@@ -193,6 +200,14 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="number of keys (default: register 3, kv 64); register with 1 key "
         "is checked as one cas-register",
     )
+    p.add_argument(
+        "--read-fraction",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="share of reads in the register and kv mixes (0..1); the other operations "
+        "keep their proportions (default: register 0.5, kv 0.5)",
+    )
     p.add_argument("--groups", type=_positive(int), default=4, help="shard groups (default 4)")
     p.add_argument(
         "--op-timeout",
@@ -269,6 +284,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) ->
         rate=args.rate,
         node_args=list(args.node_arg),
         keys=args.keys,
+        read_fraction=args.read_fraction,
         groups=args.groups,
         op_timeout_s=args.op_timeout,
         fault_s=args.fault_time,

@@ -29,6 +29,7 @@ class RunConfig:
     rate: float | None = None  # ops/s over all clients; None: as fast as they go
     node_args: list[str] = field(default_factory=list)
     keys: int | None = None  # default: the workload's
+    read_fraction: float | None = None  # default: the workload's mix
     groups: int = 4
     op_timeout_s: float = 6.0
     fault_s: tuple[float, float] = (5.0, 10.0)
@@ -100,6 +101,8 @@ class RunConfig:
         ]
         if self.keys is not None:
             args += ["--keys", str(self.keys)]
+        if self.read_fraction is not None:
+            args += ["--read-fraction", f"{self.read_fraction:g}"]
         if self.consistency:
             args += ["--consistency", self.consistency]
         if self.max_staleness_ms is not None:

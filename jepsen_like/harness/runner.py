@@ -128,7 +128,9 @@ async def perform(client: RegisterClient, op: Op) -> Completion:
 class Run:
     def __init__(self, cfg: RunConfig, say: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
-        self.workload: Workload = build_workload(cfg.workload, cfg.keys, cfg.clients)
+        self.workload: Workload = build_workload(
+            cfg.workload, cfg.keys, cfg.clients, cfg.read_fraction
+        )
         self.run_dir = make_run_dir(cfg.store, cfg.label())
         self.cluster = Cluster(
             self.run_dir / "nodes",

@@ -160,9 +160,23 @@ WORKLOADS: dict[str, tuple[Callable[[int], Workload], int | None]] = {
 }
 
 
-def build(name: str, keys: int | None, clients: int = 1) -> Workload:
+def with_read_fraction(mix: dict[str, float], fraction: float) -> dict[str, float]:
+    """`mix` with reads at `fraction` and the other operations sharing the rest as before."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"a read fraction is between 0 and 1, not {fraction}")
+    others = {f: w for f, w in mix.items() if f != "read"}
+    total = sum(others.values())
+    return {"read": fraction, **{f: (1.0 - fraction) * w / total for f, w in others.items()}}
+
+
+def build(
+    name: str, keys: int | None, clients: int = 1, read_fraction: float | None = None
+) -> Workload:
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
     factory, default = WORKLOADS[name]
     n = keys if keys is not None else default if default is not None else clients
-    return factory(n)
+    workload = factory(n)
+    if read_fraction is not None and not workload.per_client:
+        workload.generator.mix = with_read_fraction(workload.generator.mix, read_fraction)
+    return workload

@@ -123,3 +123,12 @@ def test_tag_floor_raises_a_weak_read(cluster: LocalCluster) -> None:
     assert r.headers["raftmem-consistency"] == "linearizable"
     r = cluster.client("n2").get(f"/v1/namespaces/{NS}/memories/s1?consistency=eventual")
     assert r.headers["raftmem-consistency"] == "eventual"
+
+
+def test_a_malformed_session_token_on_a_write_changes_nothing(cluster: LocalCluster) -> None:
+    c = cluster.client("n2")
+    r = c.post(f"/v1/namespaces/{NS}/memories",
+               {"id": "badtok", "agent_id": "a", "text": "t", "embedding": [1.0] * DIM},
+               headers={"Raftmem-Session": "s1.!!!"})
+    assert r.status == 400 and r.json()["error"]["code"] == "invalid_session"
+    assert c.get(f"/v1/namespaces/{NS}/memories/badtok").status == 404
