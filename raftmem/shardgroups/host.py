@@ -501,12 +501,29 @@ class GroupHost:
         self._publish_status()
         self._thread = threading.Thread(target=self._run, name="raft", daemon=True)
         self._thread.start()
+        self._checkpoints = threading.Thread(target=self._checkpoint_loop, name="checkpoint",
+                                             daemon=True)
+        self._checkpoints.start()
+
+    def _checkpoint_loop(self) -> None:
+        """WAL checkpoints off the apply path, once a second per group."""
+        while not self._stop.wait(1.0):
+            for r in self.replicas.values():
+                checkpoint = getattr(r.sm, "checkpoint", None)
+                if checkpoint is None or r.failed is not None:
+                    continue
+                try:
+                    checkpoint()
+                except Exception:
+                    log.warning("checkpoint_failed", group=r.group_id, exc_info=True)
 
     def stop(self) -> None:
         self._stop.set()
         self.mux.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if getattr(self, "_checkpoints", None) is not None:
+            self._checkpoints.join(timeout=5)
         for r in self.replicas.values():
             try:
                 r._doDestroy()

@@ -22,7 +22,7 @@ import apsw
 
 from raftmem.commands import decode
 from raftmem.errors import CorruptionError
-from raftmem.statemachine import ops, snapshot
+from raftmem.statemachine import ops, schema, snapshot
 from raftmem.statemachine.schema import open_writer, read_applied_index
 
 Result = dict[str, Any]
@@ -34,6 +34,7 @@ class StateMachine:
         self._conn = open_writer(path)
         # Cached: read on every apply, and only apply/install change it.
         self._applied = read_applied_index(self._conn)
+        self._checkpointer: apsw.Connection | None = None
 
     @property
     def applied_index(self) -> int:
@@ -116,7 +117,15 @@ class StateMachine:
             )
         return True
 
+    def checkpoint(self) -> None:
+        """A passive WAL checkpoint through a connection of its own (any one thread)."""
+        if self._checkpointer is None:
+            self._checkpointer = schema.open_connection(self.path, readonly=False)
+        schema.checkpoint(self._checkpointer)
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._conn.close()
 
     def __enter__(self) -> Self:

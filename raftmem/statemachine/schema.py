@@ -146,8 +146,17 @@ def open_writer(path: str) -> apsw.Connection:
     # the applied index is committed with them, so Raft replays exactly those.
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    # No checkpoints on the apply path: an automatic checkpoint (every 1,000
+    # pages) copies and fsyncs inside a commit and stalled applies by ~12 ms.
+    # The owner calls ``checkpoint`` from a thread of its own instead.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     migrate(conn)
     return conn
+
+
+def checkpoint(conn: apsw.Connection) -> None:
+    """Copy committed WAL frames into the database without blocking the writer."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def schema_version(conn: apsw.Connection) -> int:
