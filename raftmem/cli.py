@@ -51,9 +51,14 @@ def main() -> None:
               help="Seconds a write may take before it answers 504 (indefinite).")
 @click.option("--unsafe-local-reads", is_flag=True, hidden=True,
               help="TEST ONLY: skip read barriers (breaks linearizability on purpose).")
+@click.option("--unsafe-session-ignore-token", is_flag=True, hidden=True,
+              help="TEST ONLY: serve session reads without waiting for the token's index.")
+@click.option("--unsafe-lease-without-stickiness", is_flag=True, hidden=True,
+              help="TEST ONLY: lease reads while followers vote without pre-vote or stickiness.")
 def node(cluster_file: str, node_id: str, data_dir: str | None, no_fsync: bool, json_logs: bool,
          admin_token: str | None, max_body_bytes: int, write_timeout: float,
-         unsafe_local_reads: bool) -> None:
+         unsafe_local_reads: bool, unsafe_session_ignore_token: bool,
+         unsafe_lease_without_stickiness: bool) -> None:
     """Run one node process (raft groups + HTTP API) until SIGTERM."""
     from api.server import run_node
 
@@ -71,6 +76,8 @@ def node(cluster_file: str, node_id: str, data_dir: str | None, no_fsync: bool, 
         durable=not no_fsync, json_logs=json_logs, admin_token=admin_token,
         max_body_bytes=max_body_bytes, write_timeout_s=write_timeout,
         unsafe_local_reads=unsafe_local_reads,
+        unsafe_session_ignore_token=unsafe_session_ignore_token,
+        unsafe_lease_without_stickiness=unsafe_lease_without_stickiness,
     )
     run_node(spec, node_id, data_dir, secret, opts)
 
