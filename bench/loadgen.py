@@ -269,7 +269,7 @@ async def measure(job: Job) -> WorkerResult:
                     carried = await op(s, base, c)
                 except Failed as e:
                     err = e.kind
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError) as e:
                     err = f"exc:{type(e).__name__}"
                 done = time.perf_counter()
                 c.seq += 1
@@ -328,7 +328,7 @@ async def load(job: Job, progress: Callable[[int], None]) -> WorkerResult:
                             if r.status >= 300:
                                 raise await _fail_from(r)
                             res = orjson.loads(await r.read())["results"]
-                    except (Failed, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    except (TimeoutError, Failed, aiohttp.ClientError, OSError) as e:
                         kind = e.kind if isinstance(e, Failed) else f"exc:{type(e).__name__}"
                         errors[kind] = errors.get(kind, 0) + 1
                         if kind.startswith("4"):

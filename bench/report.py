@@ -217,3 +217,135 @@ def targets(results: dict[str, Any]) -> list[Row]:
 def targets_table(ts: Sequence[Row]) -> str:
     return table(["target", "measured", "verdict"],
                  [[t["target"], t["measured"], _verdict(t["met"])] for t in ts])
+
+
+def _range(values: Sequence[float]) -> str:
+    vs = [v for v in values if v is not None]
+    return "–" if not vs else f"{min(vs):.2f}–{max(vs):.2f}"
+
+
+def search_vs_reference(results: dict[str, Any]) -> str:
+    rows: list[Row] = results.get("rows", [])
+    refs: list[Row] = results.get("reference", [])
+    nodes = results.get("primary_nodes", 3)
+    body = []
+    for ref in refs:
+        wl = "search_agent" if ref["filtered"] else "search"
+        mine = sorted((r for r in rows if r.get("system") == "raftmem" and r["workload"] == wl
+                       and r.get("memories") == ref["memories"] and r.get("nodes") == nodes),
+                      key=lambda r: r["concurrency"])
+        cells = " · ".join(f"c{r['concurrency']} {fmt_num(r['ops_per_s'])} q/s, p99 "
+                           f"{fmt_ms(r['p99_ms'])} ms" for r in mine) or "–"
+        best = max((r["ops_per_s"] for r in mine), default=None)
+        r16 = find(mine, concurrency=16)
+        body.append([f"{ref['memories']:,}", "one agent" if ref["filtered"] else "all",
+                     (f"{fmt_num(ref['ops_per_s'])} q/s, p50 {fmt_ms(ref['p50_ms'])}, "
+                     f"p99 {fmt_ms(ref['p99_ms'])} ms"), cells,
+                     fmt_ratio(ratio(r16["ops_per_s"], ref["ops_per_s"])) if r16 else "–",
+                     fmt_ratio(ratio(best, ref["ops_per_s"]))])
+    out = table(["memories", "filter", "numpy brute force (1 process, c1)",
+                 f"raftmem search k=10 ({nodes} nodes)", "raftmem c16 / numpy",
+                 "best raftmem / numpy"], body)
+    ex = results.get("exactness", [])
+    if ex:
+        out += "\nExactness (top-10 ids and distances equal to numpy's, ties aside):\n\n"
+        out += table(["nodes", "memories", "filter", "exact / checked"],
+                     [[str(x["nodes"]), f"{x['memories']:,}",
+                       "one agent" if x["filtered"] else "all", f"{x['exact']}/{x['checked']}"]
+                      for x in ex])
+    return out
+
+
+def scaling_table(results: dict[str, Any]) -> str:
+    rows = [r for r in results.get("rows", []) if r.get("system") == "raftmem"
+            and r["workload"] in ("write", "search", "search_agent")]
+    rows.sort(key=lambda r: (r["workload"], r["nodes"], r["memories"], r["concurrency"]))
+    return table(["workload", "nodes", "memories", "c", "ops/s", "p50 ms", "p99 ms", "errors",
+                  "server CPU % (per process)"],
+                 [[r["label"], str(r["nodes"]), f"{r['memories']:,}", str(r["concurrency"]),
+                   fmt_num(r["ops_per_s"]), fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]),
+                   fmt_errors(r.get("errors")), fmt_per_process(r.get("server_cpu_pct"))]
+                  for r in rows])
+
+
+def loads_table(results: dict[str, Any]) -> str:
+    return table(["nodes", "memories", "seconds", "memories/s", "batch × concurrency",
+                  "median batch ms", "retries", "load 1m"],
+                 [[str(x["nodes"]), f"{x['from']:,}→{x['to']:,}", f"{x['seconds']:.1f}",
+                   fmt_num(x["memories_per_s"]), f"{x['batch']} × {x['concurrency']}",
+                   str(x["p50_batch_ms"]), fmt_errors(x.get("retries")), f"{x['load1']:.2f}"]
+                  for x in results.get("loads", [])])
+
+
+def storage_table(results: dict[str, Any]) -> str:
+    body = []
+    for s in results.get("storage", []):
+        per = s["per_node"]
+        detail = " · ".join(
+            f"{n} {fmt_bytes(v['total'])}"
+            + (f" (sqlite {fmt_bytes(v['sqlite'])}, raft {fmt_bytes(v['raft'])})"
+               if "sqlite" in v else "")
+            for n, v in per.items())
+        body.append([s["system"], str(s["nodes"]), f"{s['memories']:,}" if s["memories"] else "–",
+                     s["stage"], fmt_bytes(sum(v["total"] for v in per.values())), detail])
+    return table(["system", "nodes", "memories", "when", "all nodes", "per node"], body)
+
+
+def profiles_md(results: dict[str, Any], top: int = 6) -> str:
+    out = []
+    for name, s in results.get("profiles", {}).items():
+        threads = ", ".join(f"{k} {v}%" for k, v in s["threads"].items())
+        hot = ", ".join(f"`{k}` {v}%" for k, v in s["inclusive"][:top])
+        selfs = ", ".join(f"`{k}` {v}%" for k, v in s["self"][:top])
+        out.append(f"* **{name}**, node {s.get('node')} (leader of groups "
+                   f"{s.get('leader_of_groups')}), {s['samples']} samples — threads: {threads}.\n"
+                   f"  Inclusive: {hot}.\n  Self: {selfs}.")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results.get("meta", {})
+    suite = meta.get("suite", {})
+    rows: list[Row] = results.get("rows", [])
+    nodes = results.get("primary_nodes", 3)
+    mem = results.get("main_memories", 0)
+    m = meta.get("machine", {})
+    loads = [r.get("load1") for r in rows + results.get("ceiling", [])]
+    parts = [
+        f"# raftmem benchmark — suite `{suite.get('name', '?')}`\n",
+        f"* command: `{meta.get('command', '')}`",
+        f"* run: {meta.get('started', '?')} → {meta.get('finished', '?')} (UTC)",
+        (f"* machine: {m.get('cores')} cores ({m.get('cpu', '?')}), {m.get('memory_gib')} GiB, "
+        f"Python {m.get('python')}, Linux {m.get('kernel')}"),
+        (f"* load average (1 min): {meta.get('load_start', ['?'])[0]} at start, "
+        f"{_range(loads)} during the points, {meta.get('load_end', ['?'])[0]} at the end"),
+        (f"* durability: raftmem {meta.get('durability', {}).get('raftmem')}; etcd "
+        f"{meta.get('durability', {}).get('etcd')} ({meta.get('etcd_version', 'not run')})"),
+        (f"* load generator: {meta.get('client_procs')} processes (asyncio + aiohttp), closed "
+        f"loop, {suite.get('seconds')} s window after {suite.get('warmup')} s warm-up per point"),
+        (f"* data: memories of 1 KB text, {meta.get('dim')}-d embedding, 2 tags, 3 metadata "
+        f"keys; {meta.get('agents')} agents; reads at the tier shown (searches and lists: "
+        f"linearizable); batch workload {meta.get('batch_size')} memories/request; bulk load "
+        f"{meta.get('load_batch')}/request × {meta.get('load_concurrency')} in flight"),
+        "",
+        "## Targets\n",
+        targets_table(targets(results)),
+        f"## raftmem ({nodes} nodes, {mem:,} memories)\n",
+        rows_table([r for r in rows if r.get("system") == "raftmem" and r.get("nodes") == nodes
+                    and r.get("memories") == mem]),
+    ]
+    etcd_rows = [r for r in rows if r.get("system") == "etcd"]
+    if etcd_rows:
+        parts += ["## etcd (3 members, JSON gateway)\n", rows_table(etcd_rows),
+                  "## raftmem / etcd\n", ratios_table(ratios(rows, nodes, mem))]
+    if results.get("reference"):
+        parts += ["## Search vs numpy brute force\n", search_vs_reference(results)]
+    parts += ["## Scaling: write and search by size and node count\n", scaling_table(results),
+              "## Bulk loads (batch endpoint)\n", loads_table(results),
+              "## Storage\n", storage_table(results)]
+    if results.get("ceiling"):
+        parts += ["## Load-generator ceiling (constant-answer server)\n",
+                  rows_table(results["ceiling"])]
+    if results.get("profiles"):
+        parts += ["## Profile (py-spy, one node)\n", profiles_md(results)]
+    return "\n".join(parts)

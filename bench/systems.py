@@ -184,7 +184,8 @@ def etcd_binary() -> str | None:
 
 def etcd_version(binary: str) -> str:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=10, check=False)
         return out.stdout.splitlines()[0] if out.stdout else "?"
     except (OSError, subprocess.SubprocessError):
         return "?"

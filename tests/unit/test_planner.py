@@ -1,0 +1,103 @@
+"""The placement planner on drawn clusters: a table in, operators out."""
+
+from __future__ import annotations
+
+from raftmem.placement.planner import plan, parse_view, replica_counts
+
+
+def kinds(text: str) -> list[str]:
+    return [f"{op.kind} g{op.group} {op.node}" + (f"->{op.target}" if op.target else "")
+            for op in plan(parse_view(text))]
+
+
+def test_a_balanced_cluster_needs_nothing() -> None:
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n1
+        1     | n1 n2 n3 |          | n2
+        2     | n1 n2 n3 |          | n3
+    """) == []
+
+
+def test_a_joining_node_gets_replicas_learner_first() -> None:
+    ops = kinds("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n1
+        1     | n1 n2 n3 |          | n2
+        2     | n1 n2 n3 |          | n3
+        3     | n1 n2 n3 |          | n1
+    """)
+    # 12 replicas over 4 nodes: n4 should end with 3; learners come first, one per group.
+    adds = [o for o in ops if o.startswith("add_learner")]
+    assert adds == ["add_learner g0 n4", "add_learner g1 n4", "add_learner g2 n4"]
+    # n1 leads two of four groups: the one group not gaining a learner moves its leader.
+    assert [o for o in ops if o not in adds] == ["transfer_leader g3 n1->n2"]
+
+
+def test_a_caught_up_learner_is_promoted_and_nothing_else_touches_its_group() -> None:
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 | n4*      | n1
+        1     | n1 n2 n3 | n4       | n2
+    """) == ["promote_learner g0 n4"]
+
+
+def test_a_fourth_voter_is_removed_from_the_most_loaded_node_not_its_leader() -> None:
+    ops = plan(parse_view("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters      | learners | leader
+        0     | n1 n2 n3 n4 |          | n4
+        1     | n1 n2 n3    |          | n1
+    """))
+    assert [(o.kind, o.group) for o in ops][0] == ("remove_replica", 0)
+    assert ops[0].node in ("n1", "n2", "n3")
+
+
+def test_a_drained_node_is_replaced_then_removed_with_leadership_moved_first() -> None:
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 draining, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n3
+    """) == ["add_learner g0 n4"]
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 draining, n4 up
+        group | voters      | learners | leader
+        0     | n1 n2 n3 n4 |          | n3
+    """) == ["transfer_leader g0 n3->n1"]
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 draining, n4 up
+        group | voters      | learners | leader
+        0     | n1 n2 n3 n4 |          | n1
+    """) == ["remove_replica g0 n3"]
+
+
+def test_a_down_node_with_no_spare_is_left_alone() -> None:
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 down
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n1
+    """) == []
+
+
+def test_leaders_are_balanced() -> None:
+    ops = kinds("""
+        nodes: n1 up, n2 up, n3 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n1
+        1     | n1 n2 n3 |          | n1
+        2     | n1 n2 n3 |          | n1
+    """)
+    assert ops == ["transfer_leader g0 n1->n2", "transfer_leader g1 n1->n3"]
+
+
+def test_every_operator_carries_the_conf_ver_it_was_planned_against() -> None:
+    view = parse_view("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n1
+    """)
+    assert all(op.conf_ver == 1 for op in plan(view))
+    assert replica_counts(view)["n4"] == 0
