@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "search_agent,list_agent)")
     run.add_argument("--out", help="results folder [default: bench/results/<timestamp>/]")
     run.add_argument("--no-etcd", action="store_true", help="raftmem only (no etcd peer)")
+    run.add_argument("--no-ceiling", action="store_true",
+                     help="skip the load generator's ceiling (constant-answer server)")
     prof = run.add_mutually_exclusive_group()
     prof.add_argument("--profile", dest="profile", action="store_true", default=None,
                       help="py-spy one node during write/get/search at c16")

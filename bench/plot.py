@@ -19,13 +19,17 @@ def plot(results: dict[str, Any], path: str) -> None:
             continue
         series.setdefault(f"{r['system']}: {r['label']}", []).append(r)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
-    for name, rs in sorted(series.items()):
+    colors = plt.get_cmap("tab20").colors
+    concurrencies: set[int] = set()
+    for n, (name, rs) in enumerate(sorted(series.items())):
         rs.sort(key=lambda r: r["concurrency"])
         cs = [r["concurrency"] for r in rs]
+        concurrencies.update(cs)
         style = "--" if name.startswith("etcd") else "-"
+        color = colors[n % len(colors)]
         y = [r["items_per_s"] if r["workload"] == "batch" else r["ops_per_s"] for r in rs]
-        ax1.plot(cs, y, style, marker="o", label=name)
-        ax2.plot(cs, [r["p99_ms"] for r in rs], style, marker="o", label=name)
+        ax1.plot(cs, y, style, marker="o", label=name, color=color)
+        ax2.plot(cs, [r["p99_ms"] for r in rs], style, marker="o", label=name, color=color)
     for ref in results.get("reference", []):
         if ref["memories"] == mem:
             ax1.axhline(ref["ops_per_s"], color="grey", linestyle=":", linewidth=1)
@@ -33,6 +37,7 @@ def plot(results: dict[str, Any], path: str) -> None:
     for ax, title, unit in ((ax1, "throughput", "ops/s (batch: memories/s)"),
                             (ax2, "p99 latency", "ms")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(concurrencies), [str(c) for c in sorted(concurrencies)])
         ax.set_yscale("log")
         ax.set_xlabel("concurrency (connections)")
         ax.set_ylabel(unit)

@@ -121,7 +121,7 @@ class Run:
         self.cleanups: list[Callable[[], None]] = []
         self.run_id = f"{os.getpid()}-{int(time.time())}"
         self.ref: Reference | None = None
-        self.loads: list[tuple[float, float, float]] = []
+        self.points = 0
         self.r: dict[str, Any] = {
             "meta": {"suite": asdict(self.s), "command": opts.command, "started": _now(),
                      "machine": procfs.machine(), "client_procs": opts.client_procs,
@@ -153,7 +153,9 @@ class Run:
         seconds = seconds if seconds is not None else self.s.seconds
         counts = split(concurrency, procs or self.o.client_procs)
         start_at = time.time() + 0.5
-        p = {"seed": self.o.seed, "run_id": self.run_id, "tier": tier or "linearizable",
+        self.points += 1  # new memories' ids carry the point's number: never reused
+        p = {"seed": self.o.seed, "run_id": f"{self.run_id}-{self.points}",
+             "tier": tier or "linearizable",
              "batch_size": self.o.batch_size, "list_limit": self.o.list_limit, **params}
         jobs, offset = [], 0
         for i, n in enumerate(counts):
@@ -475,6 +477,8 @@ def options_from(args: Any) -> Options:
         suite = replace(suite, seconds=args.seconds)
     if args.no_etcd:
         suite = replace(suite, etcd=False)
+    if args.no_ceiling:
+        suite = replace(suite, ceiling_concurrencies=[])
     if args.profile is not None:
         suite = replace(suite, profile=args.profile)
     out = Path(args.out) if args.out else (

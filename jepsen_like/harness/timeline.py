@@ -318,6 +318,9 @@ def render(history: dict[str, Any], results: dict[str, Any]) -> str:
     highlight = set(lin.get("window") or [])
     if lin.get("op") is not None:
         highlight.add(lin["op"])
+    for v in results.get("checkers", {}).get("session", {}).get("violations", [])[:1]:
+        # The first session violation: the read and the op of the session it fell behind.
+        highlight.update(v[side]["id"] for side in ("read", "floor", "op", "other") if side in v)
 
     checker_rows = [
         [

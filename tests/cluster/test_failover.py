@@ -134,3 +134,30 @@ def test_kill_all_nodes_and_restart_keeps_every_acknowledged_write_once(cluster:
             break
     assert len(seen) == len(set(seen)) == 500
     assert set(seen) == set(acked.values()) | set(batch_ids)
+
+
+def test_without_a_quorum_writes_end_within_their_deadline_and_never_hang(cluster: LocalCluster) -> None:
+    """Defect 3 of docs/consensus.md: pysyncobj can lose a proposal's callback.
+    raftmem's own deadline turns silence into an answer: with two of three
+    nodes gone, a write answers within the write timeout (+ slack), as an
+    error that says whether it may have taken effect."""
+    ns = "crash"
+    c = cluster.client("n1", timeout=30)
+    make_namespace(c)
+    assert c.post(f"/v1/namespaces/{ns}/memories",
+                  {"id": "before", "agent_id": "a", "text": "x", "embedding": vec(1)}).status == 201
+    cluster.kill("n2")
+    cluster.kill("n3")
+    for i in range(2):
+        t0 = time.monotonic()
+        r = c.post(f"/v1/namespaces/{ns}/memories",
+                   {"id": f"q{i}", "agent_id": "a", "text": "x", "embedding": vec(i)})
+        took = time.monotonic() - t0
+        assert r.status in (503, 504), r
+        err = r.json()["error"]
+        assert err["definite"] is (r.status == 503)
+        assert took < 5.0 + 2.0, f"write took {took:.1f}s"
+    # The group recovers once a majority is back; a read of the first write succeeds.
+    cluster.start("n2")
+    cluster.wait_ready(timeout=60, nodes=["n1", "n2"])
+    assert c.get(f"/v1/namespaces/{ns}/memories/before").status == 200

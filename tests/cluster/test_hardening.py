@@ -165,3 +165,37 @@ async def fsync_count(tmp: str, durable: bool) -> int:
 def test_defect_5_journal_is_synced_before_acks_leave(tmp_path, durable: bool) -> None:
     n = asyncio.run(fsync_count(str(tmp_path), durable))
     assert (n > 0) if durable else (n == 0)
+
+
+def test_defect_6_bare_pysyncobj_accepts_concurrent_membership_changes(tmp_path) -> None:
+    """Reproduction only: raftmem's groups run with static membership (the
+    placement driver will serialise changes and add learners first), so this
+    shows the hazard that work must handle, against bare pysyncobj."""
+    from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
+
+    ports = free_ports(5)
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    conf = dict(dynamicMembershipChange=True, connectionRetryTime=0.1, raftMinTimeout=0.3,
+                raftMaxTimeout=0.6, appendEntriesPeriod=0.05)
+    objs = [SyncObj(addrs[i], [a for a in addrs[:3] if a != addrs[i]],
+                    SyncObjConf(bindAddress=addrs[i], **conf)) for i in range(3)]
+    try:
+        deadline = time.monotonic() + 15
+        while not any(o._isLeader() for o in objs):
+            assert time.monotonic() < deadline, "no leader"
+            time.sleep(0.02)  # pysyncobj's own threads tick; this only polls
+        leader = next(o for o in objs if o._isLeader())
+        results: list[int] = []
+        leader.addNodeToCluster(addrs[3], callback=lambda _r, err: results.append(err))
+        leader.addNodeToCluster(addrs[4], callback=lambda _r, err: results.append(err))
+        deadline = time.monotonic() + 10
+        while len(results) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Both changes are in the log at once: 3 -> 5 voters in one step, and the
+        # two new (absent) voters already count for quorum.
+        status = leader.getStatus()
+        assert status["partner_nodes_count"] == 4
+        assert results == [FAIL_REASON.SUCCESS, FAIL_REASON.SUCCESS], results
+    finally:
+        for o in objs:
+            o.destroy()

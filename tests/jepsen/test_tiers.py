@@ -21,7 +21,7 @@ from aiohttp import web
 
 from jepsen_like.checker.convergence import agreement
 from jepsen_like.checker.session import check_sessions
-from jepsen_like.harness import report
+from jepsen_like.harness import report, timeline
 from jepsen_like.harness.api import Api
 from jepsen_like.harness.cli import add_run_parser, config_from_args
 from jepsen_like.harness.cluster import node_addresses, node_layout
@@ -277,6 +277,14 @@ def test_the_session_workload_reads_back_every_write_of_its_own_key() -> None:
     assert len(values) == len(set(values))  # one counter for every client
 
 
+def test_a_read_fraction_rescales_the_other_operations() -> None:
+    w = build("register", 1, read_fraction=0.9)
+    assert w.generator.mix == pytest.approx({"read": 0.9, "write": 0.05, "cas": 0.05})
+    kv = build("kv", None, read_fraction=0.0).generator.mix
+    assert kv == pytest.approx({"read": 0.0, "write": 0.6, "cas": 0.4})
+    assert build("register", 3).generator.mix == {"read": 0.5, "write": 0.25, "cas": 0.25}
+
+
 # --------------------------------------------------------------------------- session client
 
 
@@ -414,6 +422,20 @@ def test_bridge_picks_the_groups_leader_and_a_follower_among_its_replicas() -> N
     assert (info["leader"], info["cut_from"], info["bridge"]) == ("n4", "n5", ["n2"])
     assert info["drops"] == [["n4", "n5"], ["n5", "n4"]]
     assert sorted(control.posts) == [("n4", ["n5"]), ("n5", ["n4"])]
+
+
+def test_a_bridge_reads_well_in_the_timeline() -> None:
+    inject = {"mode": "bridge", "leader": "n1", "cut_from": "n3", "bridge": ["n2"]}
+    assert timeline.describe_fault(inject) == "bridge n1 x n3 (via n2)"
+
+
+def test_the_timeline_outlines_the_first_session_violation() -> None:
+    h = H()
+    h.op(0, "write", "k", 1, session=0, version=2)
+    h.op(0, "read", "k", None, session=0, version=1)
+    results = {"checkers": {"session": check_sessions(h.events)}, "config": {"concurrency": 1}}
+    page = timeline.render({"ops": h.events}, results)
+    assert page.count('stroke="#000" stroke-width="1.5"') == 2
 
 
 def test_bridge_without_a_known_leader_uses_the_drawn_order() -> None:
