@@ -175,8 +175,8 @@ def test_defect_6_bare_pysyncobj_accepts_concurrent_membership_changes(tmp_path)
 
     ports = free_ports(5)
     addrs = [f"127.0.0.1:{p}" for p in ports]
-    conf = dict(dynamicMembershipChange=True, connectionRetryTime=0.1, raftMinTimeout=0.3,
-                raftMaxTimeout=0.6, appendEntriesPeriod=0.05)
+    conf = {"dynamicMembershipChange": True, "connectionRetryTime": 0.1, "raftMinTimeout": 0.3,
+                "raftMaxTimeout": 0.6, "appendEntriesPeriod": 0.05}
     objs = [SyncObj(addrs[i], [a for a in addrs[:3] if a != addrs[i]],
                     SyncObjConf(bindAddress=addrs[i], **conf)) for i in range(3)]
     try:
