@@ -78,8 +78,9 @@ def _enc(v: Any, out: list[bytes], depth: int) -> None:
 
 
 def decode(data: bytes) -> Any:
+    data = bytes(data)
     try:
-        value, pos = _dec(memoryview(data), 0, 0)
+        value, pos = _dec(data, 0, 0)
     except (struct.error, IndexError, UnicodeDecodeError, TypeError) as e:
         raise WireError(f"malformed frame: {e}") from None
     if pos != len(data):
@@ -87,48 +88,47 @@ def decode(data: bytes) -> Any:
     return value
 
 
-def _take(buf: memoryview, pos: int, n: int) -> tuple[memoryview, int]:
-    end = pos + n
-    if end > len(buf):
-        raise WireError("truncated frame")
-    return buf[pos:end], end
+# Tag bytes as ints: indexing bytes gives ints, and comparing ints is the fast path.
+_N, _T, _F, _i, _d = b"N"[0], b"T"[0], b"F"[0], b"i"[0], b"d"[0]
+_I, _s, _b, _l, _t, _m = b"I"[0], b"s"[0], b"b"[0], b"l"[0], b"t"[0], b"m"[0]
+_unpack_q = _Q.unpack_from
+_unpack_d = _D.unpack_from
+_unpack_L = _L.unpack_from
 
 
-def _dec(buf: memoryview, pos: int, depth: int) -> tuple[Any, int]:
+def _dec(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if depth > MAX_DEPTH:
         raise WireError("value nested too deeply")
-    tag = buf[pos : pos + 1].tobytes()
+    tag = buf[pos]
     pos += 1
-    if tag == b"N":
-        return None, pos
-    if tag == b"T":
-        return True, pos
-    if tag == b"F":
-        return False, pos
-    if tag == b"i":
-        raw, pos = _take(buf, pos, 8)
-        return _Q.unpack(raw)[0], pos
-    if tag == b"d":
-        raw, pos = _take(buf, pos, 8)
-        return _D.unpack(raw)[0], pos
-    if tag in (b"I", b"s", b"b"):
-        raw, pos = _take(buf, pos, 4)
-        (n,) = _L.unpack(raw)
-        raw, pos = _take(buf, pos, n)
-        if tag == b"b":
-            return raw.tobytes(), pos
-        text = str(raw, "utf-8")
-        if tag == b"I":
+    if tag == _i:
+        if pos + 8 > len(buf):
+            raise WireError("truncated frame")
+        return _unpack_q(buf, pos)[0], pos + 8
+    if tag == _s or tag == _b or tag == _I:
+        if pos + 4 > len(buf):
+            raise WireError("truncated frame")
+        (n,) = _unpack_L(buf, pos)
+        pos += 4
+        end = pos + n
+        if end > len(buf):
+            raise WireError("truncated frame")
+        if tag == _b:
+            return buf[pos:end], end
+        text = buf[pos:end].decode("utf-8")
+        if tag == _I:
             if not text.lstrip("-").isdigit():
                 raise WireError("bad big int")
-            return int(text), pos
-        return text, pos
-    if tag in (b"l", b"t", b"m"):
-        raw, pos = _take(buf, pos, 4)
-        (n,) = _L.unpack(raw)
+            return int(text), end
+        return text, end
+    if tag == _l or tag == _t or tag == _m:
+        if pos + 4 > len(buf):
+            raise WireError("truncated frame")
+        (n,) = _unpack_L(buf, pos)
+        pos += 4
         if n > len(buf):
             raise WireError("impossible container length")
-        if tag == b"m":
+        if tag == _m:
             d: dict[Any, Any] = {}
             for _ in range(n):
                 k, pos = _dec(buf, pos, depth + 1)
@@ -140,5 +140,15 @@ def _dec(buf: memoryview, pos: int, depth: int) -> tuple[Any, int]:
         for _ in range(n):
             item, pos = _dec(buf, pos, depth + 1)
             items.append(item)
-        return (items if tag == b"l" else tuple(items)), pos
-    raise WireError(f"unknown tag {tag!r}")
+        return (items if tag == _l else tuple(items)), pos
+    if tag == _N:
+        return None, pos
+    if tag == _T:
+        return True, pos
+    if tag == _F:
+        return False, pos
+    if tag == _d:
+        if pos + 8 > len(buf):
+            raise WireError("truncated frame")
+        return _unpack_d(buf, pos)[0], pos + 8
+    raise WireError(f"unknown tag {bytes([tag])!r}")
