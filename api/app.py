@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy, MultiMapping
 
@@ -26,7 +25,6 @@ from api.logging import configure_logging
 from api.operation import Call, Operation, Param
 from api.routes import OPERATIONS
 from api.validation import Validator, coerce_parameter, invalid, join, listing, parse_json
-from raftmem import session
 from raftmem.errors import PayloadTooLarge
 from raftmem.types import RESPONSE_META, MemoryService
 
@@ -73,28 +71,13 @@ def create_app(
     return app
 
 
-def meta_headers(meta: dict[str, Any]) -> dict[str, str]:
-    """Response headers from what the node recorded while serving the request."""
-    out: dict[str, str] = {}
-    if meta.get("session"):
-        out[SESSION_HEADER] = session.encode(meta["session"])
-    if meta.get("tier"):
-        out["Raftmem-Consistency"] = meta["tier"]
-    if meta.get("replica"):
-        out["Raftmem-Replica"] = meta["replica"]
-        out["Raftmem-Applied-Index"] = orjson.dumps(meta.get("applied_index", {})).decode()
-        out["Raftmem-Staleness-Ms"] = str(meta.get("staleness_ms", 0))
-        out["Raftmem-Lag"] = str(meta.get("lag", 0))
-    return out
-
-
 def _endpoint(op: Operation, config: _Config) -> Endpoint:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         meta: dict[str, Any] = {"session_in": request.headers.get(SESSION_HEADER)}
         RESPONSE_META.set(meta)
         reply = await op.handler(await _call(op, config, request))
         return middleware.json_response(
-            reply.status, reply.body, {**reply.headers, **meta_headers(meta)}
+            reply.status, reply.body, {**reply.headers, **middleware.meta_headers(meta)}
         )
 
     endpoint.__name__ = op.operation_id

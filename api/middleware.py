@@ -23,7 +23,9 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from raftmem import session
 from raftmem.errors import RaftmemError
+from raftmem.types import RESPONSE_META
 
 log = structlog.get_logger("raftmem.api")
 
@@ -84,6 +86,21 @@ def http_error(exc: web.HTTPException) -> tuple[dict[str, Any], dict[str, str]]:
     return error_body(code, message, True), headers
 
 
+def meta_headers(meta: dict[str, Any]) -> dict[str, str]:
+    """Response headers from what the node recorded while serving the request."""
+    out: dict[str, str] = {}
+    if meta.get("session"):
+        out["Raftmem-Session"] = session.encode(meta["session"])
+    if meta.get("tier"):
+        out["Raftmem-Consistency"] = meta["tier"]
+    if meta.get("replica"):
+        out["Raftmem-Replica"] = meta["replica"]
+        out["Raftmem-Applied-Index"] = orjson.dumps(meta.get("applied_index", {})).decode()
+        out["Raftmem-Staleness-Ms"] = str(meta.get("staleness_ms", 0))
+        out["Raftmem-Lag"] = str(meta.get("lag", 0))
+    return out
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -92,7 +109,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 500:
             log.warning("request_failed", code=exc.code, message=exc.message,
                         definite=exc.definite, path=request.path, exc_info=exc.code == "internal")
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        # What the node learnt while serving (e.g. which replica answered an
+        # eventual read that found nothing) is worth saying on errors too.
+        headers.update(meta_headers(RESPONSE_META.get() or {}))
         try:
             return error_response(request, exc.status, exc.to_body(), headers)
         except TypeError:  # a detail orjson cannot encode: keep the error, drop the details

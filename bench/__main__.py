@@ -12,6 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+# The numpy reference is "one process, one query at a time": one BLAS thread, so that it is
+# a single core's scan and not skewed by BLAS threads fighting the cluster for 2 cores. Set
+# before numpy is first imported (the load-generator processes inherit it; they do no BLAS).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import orjson
 
 

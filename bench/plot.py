@@ -19,7 +19,8 @@ def plot(results: dict[str, Any], path: str) -> None:
             continue
         series.setdefault(f"{r['system']}: {r['label']}", []).append(r)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
-    colors = plt.get_cmap("tab20").colors
+    cmap = matplotlib.colormaps["tab20"]
+    colors = [cmap(i / 20) for i in range(20)]
     concurrencies: set[int] = set()
     for n, (name, rs) in enumerate(sorted(series.items())):
         rs.sort(key=lambda r: r["concurrency"])

@@ -2,8 +2,9 @@
 
 ``record`` runs ``py-spy record -p PID -f raw --threads --nonblocking`` for a
 few seconds while a workload runs; ``summarize`` turns the collapsed stacks
-into shares per thread kind, the hottest functions by self time and by
-inclusive time. ``summarize`` is pure (tested on text).
+into shares per thread, the share spent waiting, the hottest frames by self
+time and raftmem's functions by inclusive time. ``summarize`` is pure (tested
+on text).
 """
 
 from __future__ import annotations
@@ -19,13 +20,24 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
 
-# (label, marker in the stack) — first match wins, checked from the thread's root
-THREAD_KINDS: list[tuple[str, str]] = [
-    ("raft thread", "shardgroups/host.py"),
-    ("read pool", "statemachine/reader.py"),
-    ("event loop (HTTP, service)", "asyncio/base_events.py"),
-    ("thread pools (fsync, other)", "concurrent/futures/thread.py"),
-]
+# py-spy --threads roots each stack in "thread (TID): NAME"; NAME → what the thread does
+THREAD_NAMES: dict[str, str] = {
+    "MainThread": "event loop (HTTP, service)",
+    "raft": "raft thread",
+    "read": "read pool",
+    "fsync": "fsync pool",
+    "checkpoint": "checkpoint",
+    "snapshot": "snapshot",
+}
+# leaf functions that are a thread waiting, not working
+WAITING = frozenset({"EpollSelector.select", "select", "Condition.wait", "Event.wait", "_worker",
+                     "sleep", "Thread._wait_for_tstate_lock", "wait", "poll"})
+# inclusive time is reported for functions of these packages only
+OWN = ("raftmem/", "api/", "pysyncobj/", "aiohttp/", "apsw", "sqlite_vec")
+# roots every stack of a thread shares: left out of the inclusive list
+ROOTS = frozenset({"<module> (raftmem/__main__.py)", "node (raftmem/cli.py)",
+                   "run_node (api/server.py)", "main (raftmem/cli.py)"})
+_THREAD = re.compile(r"^thread \((?:0x)?[0-9A-Fa-f]+\)(?::\s*(?P<name>.*))?$")
 
 
 def py_spy() -> str | None:
@@ -65,41 +77,60 @@ def short(frame: str) -> str:
 
 
 def thread_kind(frames: list[str]) -> str:
-    joined = ";".join(frames)
-    for label, marker in THREAD_KINDS:
-        if marker in joined:
-            return label
-    return "other"
+    """What a stack's thread does, from its ``thread (TID): NAME`` root frame."""
+    m = _THREAD.match(frames[0]) if frames else None
+    name = (m.group("name") or "").strip() if m else ""
+    base = re.sub(r"[-_](g?\d+)$", "", name)
+    return THREAD_NAMES.get(base, base or "other")
+
+
+def _function(frame: str) -> str:
+    m = _FRAME.match(frame)
+    return m.group("fn") if m else frame
 
 
 def summarize(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
-    """Shares per thread kind, hottest self frames and inclusive functions (in % of samples)."""
+    """Where the samples are, in % of all samples.
+
+    ``threads``: per thread kind; ``waiting``: samples whose leaf is a wait
+    (select, a condition, an idle pool worker); ``self``: the hottest leaf
+    frames that are not waits; ``inclusive``: the functions of raftmem, its API
+    and main libraries on the most stacks.
+    """
     stacks = parse_collapsed(lines)
     total = sum(c for _, c in stacks)
     if total == 0:
-        return {"samples": 0, "threads": {}, "self": [], "inclusive": []}
+        return {"samples": 0, "threads": {}, "waiting": 0.0, "self": [], "inclusive": []}
     kinds: Counter[str] = Counter()
     self_t: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    waiting = 0
     for frames, count in stacks:
+        kind = thread_kind(frames)
         body = [f for f in frames if not f.startswith(("thread (", "process "))]
-        kinds[thread_kind(body)] += count
-        if body:
-            self_t[short(body[-1])] += count
-        for name in {short(f) for f in body}:
+        kinds[kind] += count
+        if not body:
+            continue
+        if _function(body[-1]) in WAITING:
+            waiting += count
+        else:
+            self_t[f"[{kind}] {short(body[-1])}"] += count
+        for name in {short(f) for f in body if any(o in f for o in OWN)} - ROOTS:
             incl[name] += count
 
     def pct(c: Counter[str], n: int | None = None) -> list[tuple[str, float]]:
         return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(n)]
 
-    return {"samples": total, "threads": dict(pct(kinds)), "self": pct(self_t, top),
+    return {"samples": total, "threads": dict(pct(kinds)),
+            "waiting": round(100.0 * waiting / total, 1), "self": pct(self_t, top),
             "inclusive": pct(incl, top)}
 
 
 def format_summary(title: str, s: dict[str, Any]) -> str:
-    lines = [f"### {title} ({s['samples']} samples)", "", "| thread | % of samples |", "|---|---|"]
+    lines = [f"### {title} ({s['samples']} samples, {s['waiting']}% waiting)", "",
+             "| thread | % of samples |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in s["threads"].items()]
-    lines += ["", "| hottest (self) | % |", "|---|---|"]
+    lines += ["", "| hottest (self, waits excluded) | % |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in s["self"]]
     lines += ["", "| hottest (inclusive) | % |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in s["inclusive"]]

@@ -111,12 +111,12 @@ async def main() -> None:
         for tier in args.tiers.split(","):
             rows.append(await phase(f"read ({tier})", urls, c, args.seconds, make_read(tier)))
     print(f"{'phase':<22}{'conc':>5}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}  errors")
-    for r in rows:
-        print(f"{r['phase']:<22}{r['concurrency']:>5}{r['ops_per_s']:>10}{r['p50_ms']:>9}"
-              f"{r['p99_ms']:>9}  {r['errors'] or ''}")
+    for row in rows:
+        print(f"{row['phase']:<22}{row['concurrency']:>5}{row['ops_per_s']:>10}{row['p50_ms']:>9}"
+              f"{row['p99_ms']:>9}  {row['errors'] or ''}")
     if args.json:
-        with open(args.json, "wb") as f:  # noqa: ASYNC230 - after the load
-            f.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+        with open(args.json, "wb") as out:  # noqa: ASYNC230 - after the load
+            out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
 
 
 if __name__ == "__main__":

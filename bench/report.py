@@ -243,7 +243,7 @@ def search_vs_reference(results: dict[str, Any]) -> str:
                      f"p99 {fmt_ms(ref['p99_ms'])} ms"), cells,
                      fmt_ratio(ratio(r16["ops_per_s"], ref["ops_per_s"])) if r16 else "–",
                      fmt_ratio(ratio(best, ref["ops_per_s"]))])
-    out = table(["memories", "filter", "numpy brute force (1 process, c1)",
+    out = table(["memories", "filter", "numpy brute force (1 process, 1 BLAS thread)",
                  f"raftmem search k=10 ({nodes} nodes)", "raftmem c16 / numpy",
                  "best raftmem / numpy"], body)
     ex = results.get("exactness", [])
@@ -260,9 +260,10 @@ def scaling_table(results: dict[str, Any]) -> str:
     rows = [r for r in results.get("rows", []) if r.get("system") == "raftmem"
             and r["workload"] in ("write", "search", "search_agent")]
     rows.sort(key=lambda r: (r["workload"], r["nodes"], r["memories"], r["concurrency"]))
-    return table(["workload", "nodes", "memories", "c", "ops/s", "p50 ms", "p99 ms", "errors",
-                  "server CPU % (per process)"],
-                 [[r["label"], str(r["nodes"]), f"{r['memories']:,}", str(r["concurrency"]),
+    return table(["workload", "nodes (replicas/group)", "memories", "c", "ops/s", "p50 ms",
+                  "p99 ms", "errors", "server CPU % (per process)"],
+                 [[r["label"], f"{r['nodes']} ({r.get('replicas', min(3, r['nodes']))})",
+                   f"{r['memories']:,}", str(r["concurrency"]),
                    fmt_num(r["ops_per_s"]), fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]),
                    fmt_errors(r.get("errors")), fmt_per_process(r.get("server_cpu_pct"))]
                   for r in rows])
@@ -295,10 +296,12 @@ def profiles_md(results: dict[str, Any], top: int = 6) -> str:
     out = []
     for name, s in results.get("profiles", {}).items():
         threads = ", ".join(f"{k} {v}%" for k, v in s["threads"].items())
+        waiting = s.get("waiting", 0.0)
         hot = ", ".join(f"`{k}` {v}%" for k, v in s["inclusive"][:top])
         selfs = ", ".join(f"`{k}` {v}%" for k, v in s["self"][:top])
         out.append(f"* **{name}**, node {s.get('node')} (leader of groups "
-                   f"{s.get('leader_of_groups')}), {s['samples']} samples — threads: {threads}.\n"
+                   f"{s.get('leader_of_groups')}), {s['samples']} samples, {waiting}% of them waiting — "
+                   f"threads: {threads}.\n"
                    f"  Inclusive: {hot}.\n  Self: {selfs}.")
     return "\n".join(out) + ("\n" if out else "")
 

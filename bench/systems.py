@@ -6,6 +6,7 @@ grace period, then SIGKILL); nothing else on the machine is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -87,12 +88,20 @@ def _kill_pid(pid: int) -> None:
 
 
 class RaftmemCluster:
-    """A fresh local cluster via ``raftmem up`` (default durability: fsync on)."""
+    """A fresh local cluster via ``raftmem up`` (default durability: fsync on).
+
+    Every node must host a replica of every group today (raftmem/node.py refuses
+    to start otherwise, until the placement driver routes to remote replicas), so
+    a cluster of more than 3 nodes is created with as many replicas per group as
+    nodes: ``raftmem up --nodes 5`` alone (3 replicas per group) does not start.
+    The cluster description is then written here and ``raftmem up`` reuses it.
+    """
 
     def __init__(self, data_dir: str, nodes: int = 3, host: str = "127.0.0.61",
                  api_port: int = 27001, raft_port: int = 27101, groups: int | None = None) -> None:
         self.data_dir = data_dir
         self.nodes = nodes
+        self.replicas = nodes if nodes > 3 else min(3, nodes)
         self.host = host
         self.api_port = api_port
         self.raft_port = raft_port
@@ -115,6 +124,13 @@ class RaftmemCluster:
             raise RuntimeError(f"address(es) in use: {', '.join(busy)}; pick other ports "
                                "(--api-port/--raft-port) or stop what uses them")
         os.makedirs(self.data_dir, exist_ok=True)
+        if self.replicas != min(3, self.nodes):
+            from raftmem.cli import local_spec
+
+            spec0 = local_spec(self.nodes, self.groups or 4, self.host, self.api_port,
+                               self.raft_port)
+            dataclasses.replace(spec0, replicas=self.replicas).save(
+                os.path.join(self.data_dir, "cluster.json"))
         cmd = [sys.executable, "-m", "raftmem", "up", "--data-dir", self.data_dir,
                "--nodes", str(self.nodes), "--host", self.host, "--api-port", str(self.api_port),
                "--raft-port", str(self.raft_port), "--ready-timeout", str(timeout)]

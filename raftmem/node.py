@@ -284,10 +284,17 @@ class Node:
             await self._read_barrier(group)
             break
         loop = asyncio.get_running_loop()
-        applied = self.host.replicas[group].raftLastApplied
-        result = await loop.run_in_executor(self._executor, lambda: fn(self._reader(group)))
-        # The state read is at least at ``applied``: a later read in this
-        # session must not see less (monotonic reads).
+
+        def read() -> tuple[T, int]:
+            r = self._reader(group)
+            with r.transaction():
+                # The index of the very snapshot the read sees: a token taken
+                # before the read could be one entry short of what it returned,
+                # and the session's next read elsewhere could see less (found by
+                # jepsen_like's session checker: monotonic reads broke).
+                return fn(r), r.applied_index()
+
+        result, applied = await loop.run_in_executor(self._executor, read)
         meta["session"] = session.merge(meta.get("session", token), {group: applied})
         meta["tier"] = tier
         if tier == "eventual":

@@ -32,7 +32,7 @@ examples:
   python -m jepsen_like run --workload session --consistency session --nemesis partition \
       --address-base 127.0.0.31
 
-Each run writes STORE/<workload>-<nemeses>-<timestamp>/: history.json, results.json,
+Each run writes STORE/<workload>[-<tier>]-<nemeses>-<timestamp>/: history.json, results.json,
 timeline.html, nodes/<id>/node.log. Exit code: 0 valid, 1 violation, 2 unknown,
 3 harness error, 130 interrupted.
 """

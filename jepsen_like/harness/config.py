@@ -63,7 +63,8 @@ class RunConfig:
         return chain_for(self.address_base)
 
     def label(self) -> str:
-        return self.name or f"{self.workload}-{'+'.join(self.nemeses) or 'none'}"
+        tier = f"-{self.consistency}" if self.consistency else ""
+        return self.name or f"{self.workload}{tier}-{'+'.join(self.nemeses) or 'none'}"
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)

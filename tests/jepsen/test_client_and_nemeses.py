@@ -206,6 +206,9 @@ class FakeControl:
         self.calls.append(("leader_of", str(group)))
         return self.leader
 
+    async def replicas_of(self, group: int) -> list[str] | None:
+        return None
+
     def kill(self, node_id: str) -> None:
         self.calls.append(("kill", node_id))
 
