@@ -55,6 +55,9 @@ class RaftTiming:
     lease_drift: float = 0.1
     compaction_entries: int = 20_000
     compaction_seconds: int = 600
+    # pysyncobj counts entries only, and keeps the whole log in memory: a bulk
+    # load of 1,000-memory batches is a few hundred entries but gigabytes.
+    compaction_bytes: int = 64 * 1024 * 1024
 
 
 class Outcome:
@@ -430,6 +433,14 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             self._synced_term = term_vote
         return work
 
+    def maybe_compact(self) -> None:
+        """Ask pysyncobj for a snapshot when the log's bytes, not only its entries, grow large."""
+        journal = self._SyncObj__raftLog
+        if not isinstance(journal, FileJournal) or self._snapshot_thread is not None:
+            return
+        if journal._FileJournal__currentOffset > self.timing.compaction_bytes:
+            self.forceLogCompaction()
+
     def status(self) -> dict[str, Any]:
         leader = self._getLeader()
         return {
@@ -551,6 +562,8 @@ class GroupHost:
             now = time.monotonic()
             if now - self._status_at > 0.02:
                 self._publish_status()
+                for r in self.replicas.values():
+                    r.maybe_compact()
                 self._status_at = now
 
     def _tick(self, r: GroupReplica) -> None:
