@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                       "running anyway", file=sys.stderr)
                 break
             time.sleep(10)  # poll interval of a wait that has its own deadline
-    Run(options_from(args)).execute()
-    return 0
+    results = Run(options_from(args)).execute()
+    return 1 if results.get("failures") else 0
 
 
 if __name__ == "__main__":

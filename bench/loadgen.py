@@ -289,21 +289,26 @@ async def measure(job: Job) -> WorkerResult:
                         cpu_s=cpu.get("end", 0.0) - cpu.get("start", 0.0), window_s=window)
 
 
+MIN_SPLIT = 50  # a batch that keeps timing out is split in halves down to this size
+
+
 async def load(job: Job, progress: Callable[[int], None]) -> WorkerResult:
     """Bulk-load loaded memories ``params.start .. params.end`` through the batch endpoint.
 
-    Each request carries ``batch_size`` (<= 1000) memories and a request id, and is
-    retried with the same id on an indefinite or unavailable answer, so every memory
-    is written exactly once. ``already_exists`` (a retry of an applied batch) counts
-    as written.
+    Each request carries up to ``batch_size`` (<= 1000) memories and a request id,
+    and is retried with the same id on an unavailable or indefinite answer, so a
+    batch applies once. A batch that times out (504, indefinite) twice is split in
+    two halves with ids of their own: the memories' ids are fixed, so whatever the
+    timed-out batch did apply answers ``already_exists``, which counts as written.
+    Every memory is written exactly once either way.
     """
     p = job.params
     seed, start, end = int(p["seed"]), int(p["start"]), int(p["end"])
     bs = int(p.get("batch_size", 1000))
     agents = int(p.get("agents", data.AGENTS))
     run_id = str(p.get("run_id", "load"))
-    batches = list(range(start, end, bs))
-    next_batch = iter(batches)
+    todo: list[tuple[int, int]] = [(b0, min(b0 + bs, end)) for b0 in range(start, end, bs)]
+    todo.reverse()  # popped from the end: in order
     lat: list[float] = []
     errors: dict[str, int] = {}
     written = 0
@@ -311,40 +316,51 @@ async def load(job: Job, progress: Callable[[int], None]) -> WorkerResult:
     t_wall = time.perf_counter()
     async with _session(job.concurrency, 120.0) as s:
 
-        async def conn(g: int) -> None:
+        async def post(g: int, b0: int, b1: int) -> bool:
+            """One batch until it is written (True) or should be split (False)."""
             nonlocal written
-            for b0 in next_batch:
-                b1 = min(b0 + bs, end)
-                vecs = data.vectors(seed, b0, b1)
-                items = [data.memory_body(i, vecs[i - b0], agents) for i in range(b0, b1)]
-                body = orjson.dumps({"memories": items, "request_id": f"{run_id}-{b0}"},
-                                    option=_NUMPY)
-                for attempt in range(30):
-                    base = job.urls[(g + attempt + b0 // bs) % len(job.urls)]
-                    t = time.perf_counter()
-                    try:
-                        async with s.post(f"{base}/v1/namespaces/{data.NS}/memories/batch",
-                                          data=body, headers=JSON) as r:
-                            if r.status >= 300:
-                                raise await _fail_from(r)
-                            res = orjson.loads(await r.read())["results"]
-                    except (TimeoutError, Failed, aiohttp.ClientError, OSError) as e:
-                        kind = e.kind if isinstance(e, Failed) else f"exc:{type(e).__name__}"
-                        errors[kind] = errors.get(kind, 0) + 1
-                        if kind.startswith("4"):
-                            raise RuntimeError(f"batch at {b0} refused: {kind}") from e
-                        await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
-                        continue
-                    lat.append(time.perf_counter() - t)
-                    bad = [x["error"]["code"] for x in res
-                           if not x.get("ok") and x["error"]["code"] != "already_exists"]
-                    if bad:
-                        raise RuntimeError(f"batch at {b0}: items failed: {sorted(set(bad))}")
-                    written += len(res)
-                    progress(len(res))
-                    break
-                else:
-                    raise RuntimeError(f"batch at {b0} failed 30 times: {errors}")
+            vecs = data.vectors(seed, b0, b1)
+            items = [data.memory_body(i, vecs[i - b0], agents) for i in range(b0, b1)]
+            body = orjson.dumps({"memories": items, "request_id": f"{run_id}-{b0}-{b1}"},
+                                option=_NUMPY)
+            timeouts = 0
+            for attempt in range(30):
+                base = job.urls[(g + attempt + b0 // bs) % len(job.urls)]
+                t = time.perf_counter()
+                try:
+                    async with s.post(f"{base}/v1/namespaces/{data.NS}/memories/batch",
+                                      data=body, headers=JSON) as r:
+                        if r.status >= 300:
+                            raise await _fail_from(r)
+                        res = orjson.loads(await r.read())["results"]
+                except (TimeoutError, Failed, aiohttp.ClientError, OSError) as e:
+                    kind = e.kind if isinstance(e, Failed) else f"exc:{type(e).__name__}"
+                    errors[kind] = errors.get(kind, 0) + 1
+                    if kind.startswith("4"):
+                        raise RuntimeError(f"batch {b0}..{b1} refused: {kind}") from e
+                    if kind.startswith("504"):
+                        timeouts += 1
+                        if timeouts >= 2 and b1 - b0 >= 2 * MIN_SPLIT:
+                            return False
+                    await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
+                    continue
+                lat.append(time.perf_counter() - t)
+                bad = [x["error"]["code"] for x in res
+                       if not x.get("ok") and x["error"]["code"] != "already_exists"]
+                if bad:
+                    raise RuntimeError(f"batch {b0}..{b1}: items failed: {sorted(set(bad))}")
+                written += len(res)
+                progress(len(res))
+                return True
+            raise RuntimeError(f"batch {b0}..{b1} failed 30 times: {errors}")
+
+        async def conn(g: int) -> None:
+            while todo:
+                b0, b1 = todo.pop()
+                if not await post(g, b0, b1):
+                    mid = (b0 + b1) // 2
+                    errors["split"] = errors.get("split", 0) + 1
+                    todo.extend([(mid, b1), (b0, mid)])
 
         await asyncio.gather(*(conn(job.conn_offset + i) for i in range(job.concurrency)))
     return WorkerResult(latencies=lat, items=written, errors=errors,

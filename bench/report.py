@@ -331,6 +331,8 @@ def render(results: dict[str, Any]) -> str:
         f"linearizable); batch workload {meta.get('batch_size')} memories/request; bulk load "
         f"{meta.get('load_batch')}/request × {meta.get('load_concurrency')} in flight"),
         "",
+        *([(f"**{len(results['failures'])} part(s) of this run failed**: see *Failures* at "
+            "the end.\n")] if results.get("failures") else []),
         "## Targets\n",
         targets_table(targets(results)),
         f"## raftmem ({nodes} nodes, {mem:,} memories)\n",
@@ -351,4 +353,8 @@ def render(results: dict[str, Any]) -> str:
                   rows_table(results["ceiling"])]
     if results.get("profiles"):
         parts += ["## Profile (py-spy, one node)\n", profiles_md(results)]
+    if results.get("failures"):
+        parts += ["## Failures (the run went on without these parts)\n"]
+        parts += [f"* **{f['phase']}**: `{f['error'].strip().splitlines()[-1]}`\n"
+                  for f in results["failures"]]
     return "\n".join(parts)

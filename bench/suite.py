@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -431,6 +432,14 @@ class Run:
 
     # --- the whole run -------------------------------------------------------------------
 
+    def phase(self, name: str, fn: Callable[[], None]) -> None:
+        """Run one part; a failure is recorded and reported, and the run goes on."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - reported in the results, the run goes on
+            self.log(f"FAILED: {name}: {e}")
+            self.r.setdefault("failures", []).append({"phase": name, "error": str(e)[-2000:]})
+
     def execute(self) -> dict[str, Any]:
         self.o.out.mkdir(parents=True, exist_ok=True)
         self.log(f"bench: suite {self.s.name}, results in {self.o.out}, "
@@ -440,11 +449,12 @@ class Run:
                              "or run raftmem only with --no-etcd")
         self.pool = LoadGenPool(self.o.client_procs)
         try:
-            self.ceiling()
+            self.phase("client ceiling", self.ceiling)
             for i, nodes in enumerate(self.s.nodes):
-                self.raftmem(nodes, primary=i == 0)
+                self.phase(f"raftmem, {nodes} nodes",
+                           functools.partial(self.raftmem, nodes, primary=i == 0))
                 if i == 0 and self.s.etcd:
-                    self.etcd()
+                    self.phase("etcd", self.etcd)
         finally:
             for fn in reversed(self.cleanups):
                 fn()

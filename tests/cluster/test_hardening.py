@@ -185,6 +185,12 @@ def test_defect_6_bare_pysyncobj_accepts_concurrent_membership_changes(tmp_path)
             assert time.monotonic() < deadline, "no leader"
             time.sleep(0.02)  # pysyncobj's own threads tick; this only polls
         leader = next(o for o in objs if o._isLeader())
+        # pysyncobj refuses membership changes until the leader's no-op is applied.
+        deadline = time.monotonic() + 10
+        while not (leader._SyncObj__noopIDx is not None
+                   and leader.raftLastApplied >= leader._SyncObj__noopIDx):
+            assert time.monotonic() < deadline, "the leader's no-op never applied"
+            time.sleep(0.02)
         results: list[int] = []
         leader.addNodeToCluster(addrs[3], callback=lambda _r, err: results.append(err))
         leader.addNodeToCluster(addrs[4], callback=lambda _r, err: results.append(err))
