@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="batch requests in flight during the bulk load")
     run.add_argument("--list-limit", type=int, default=20, help="limit of the list workload")
     run.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD1",
-                     help="first wait (up to --wait-timeout s) until the 1-min load average "
-                          "is below LOAD1")
+                     help="first wait until the 1-min load average is below LOAD1; give up "
+                          "(exit 2) after --wait-timeout s")
     run.add_argument("--wait-timeout", type=float, default=3600)
 
     rend = sub.add_parser("render", help="markdown and plot again from a results.json")
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         while os.getloadavg()[0] >= args.wait_for_load:
             if time.monotonic() > deadline:
                 print(f"load average still {os.getloadavg()[0]:.2f} after {args.wait_timeout}s; "
-                      "running anyway", file=sys.stderr)
-                break
+                      "not running", file=sys.stderr)
+                return 2
             time.sleep(10)  # poll interval of a wait that has its own deadline
     results = Run(options_from(args)).execute()
     return 1 if results.get("failures") else 0

@@ -29,6 +29,7 @@ def plot(results: dict[str, Any], path: str) -> None:
         style = "--" if name.startswith("etcd") else "-"
         color = colors[n % len(colors)]
         y = [r["items_per_s"] if r["workload"] == "batch" else r["ops_per_s"] for r in rs]
+        y = [v if v > 0 else float("nan") for v in y]  # nothing completed: no point on a log axis
         ax1.plot(cs, y, style, marker="o", label=name, color=color)
         ax2.plot(cs, [r["p99_ms"] for r in rs], style, marker="o", label=name, color=color)
     for ref in results.get("reference", []):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.cluster.harness import Client, LocalCluster, wait_for
+from tests.cluster.harness import Client, LocalCluster, running_cluster, wait_for
 
 NS = "agents"
 DIM = 16
@@ -19,15 +19,8 @@ DIM = 16
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
-    c = LocalCluster(str(tmp_path_factory.mktemp("api-cluster")))
-    c.start()
-    try:
-        c.wait_ready(timeout=60)
-        r = c.client("n1").put(f"/v1/namespaces/{NS}", {"dim": DIM, "metric": "cosine"})
-        assert r.status == 201, r
+    with running_cluster(str(tmp_path_factory.mktemp("api-cluster")), (NS, DIM, "cosine")) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def rand_vec(rng: np.random.Generator) -> list[float]:

@@ -4,16 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import LocalCluster
+from tests.cluster.harness import LocalCluster, running_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[LocalCluster]:
     """A fresh 3-node cluster for one test (tests here kill nodes)."""
-    c = LocalCluster(str(tmp_path / "cluster"))
-    c.start()
-    try:
-        c.wait_ready(timeout=60)
+    with running_cluster(str(tmp_path / "cluster")) as c:
         yield c
-    finally:
-        c.stop()

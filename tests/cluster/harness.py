@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -230,3 +231,20 @@ class LocalCluster:
             if st["role"] == "leader":
                 return nid
         return None
+
+
+@contextmanager
+def running_cluster(data_dir: str, namespace: tuple[str, int, str] | None = None,
+                    **kwargs: Any) -> Iterator[LocalCluster]:
+    """A started, ready cluster (optionally with a namespace ``(name, dim, metric)``), stopped after."""
+    c = LocalCluster(data_dir, **kwargs)
+    c.start()
+    try:
+        c.wait_ready(timeout=60)
+        if namespace is not None:
+            name, dim, metric = namespace
+            r = c.client("n1").put(f"/v1/namespaces/{name}", {"dim": dim, "metric": metric})
+            assert r.status == 201, r
+        yield c
+    finally:
+        c.stop()

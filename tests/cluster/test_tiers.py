@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from raftmem.placement.routing import initial_table
-from tests.cluster.harness import LocalCluster, wait_for
+from tests.cluster.harness import LocalCluster, running_cluster, wait_for
 
 NS = "tiers"
 DIM = 4
@@ -16,14 +16,8 @@ DIM = 4
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
-    c = LocalCluster(str(tmp_path_factory.mktemp("tiers")))
-    c.start()
-    try:
-        c.wait_ready(timeout=60)
-        assert c.client("n1").put(f"/v1/namespaces/{NS}", {"dim": DIM, "metric": "l2"}).status == 201
+    with running_cluster(str(tmp_path_factory.mktemp("tiers")), (NS, DIM, "l2")) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def group_of(cluster: LocalCluster, mid: str) -> int:
