@@ -113,7 +113,9 @@ def local_spec(nodes: int, groups: int, host: str, api_port: int, raft_port: int
             for i in range(nodes)
         ),
         groups=groups,
-        replicas=min(3, nodes),
+        # Every node hosts a replica of every group until the placement driver
+        # can route requests to replicas elsewhere (docs/placement.md).
+        replicas=nodes,
         cluster_id=f"c-{os.urandom(4).hex()}",
     )
 
@@ -121,7 +123,8 @@ def local_spec(nodes: int, groups: int, host: str, api_port: int, raft_port: int
 @main.command()
 @click.option("--data-dir", type=click.Path(file_okay=False), default="./raftmem-data",
               show_default=True, help="Folder for all nodes' data; reused on restart.")
-@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True,
+              help="Nodes of a new cluster; each hosts a replica of every group.")
 @click.option("--groups", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Shard groups (only for a new cluster).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
