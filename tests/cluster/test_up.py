@@ -10,7 +10,11 @@ import threading
 
 import orjson
 
-from tests.cluster.harness import ROOT, Client, free_ports, wait_for
+from tests.cluster.harness import ROOT, Client, free_port_block, wait_for
+
+# An address of its own, so that no other test's cluster or client connection
+# can hold one of the six ports `raftmem up` derives from its two first ports.
+HOST = "127.0.0.81"
 
 
 class Up:
@@ -18,7 +22,7 @@ class Up:
 
     def __init__(self, data_dir: str, api_port: int, raft_port: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raftmem", "up", "--data-dir", data_dir,
+            [sys.executable, "-m", "raftmem", "up", "--data-dir", data_dir, "--host", HOST,
              "--api-port", str(api_port), "--raft-port", str(raft_port)],
             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -48,13 +52,13 @@ def ready(data_dir: str) -> list[str]:
 
 def test_up_serves_stops_cleanly_and_restarts_with_the_same_data(tmp_path) -> None:
     data_dir = str(tmp_path / "data")
-    ports = free_ports(6)
-    api_port, raft_port = 20000 + ports[0] % 20000, 40000 + ports[1] % 20000
+    base = free_port_block(6, HOST)
+    api_port, raft_port = base, base + 3
     up = Up(data_dir, api_port, raft_port)
     try:
         wait_for(lambda: "raftmem is up" in up.output, 60, "raftmem up to report the cluster up")
         assert len(ready(data_dir)) == 3
-        c = Client(f"127.0.0.1:{api_port}")
+        c = Client(f"{HOST}:{api_port}")
         assert c.put("/v1/namespaces/notes", {"dim": 3, "metric": "cosine"}).status == 201
         r = c.post("/v1/namespaces/notes/memories",
                    {"id": "first", "agent_id": "me", "text": "hello", "embedding": [1, 0, 0]})
@@ -68,7 +72,7 @@ def test_up_serves_stops_cleanly_and_restarts_with_the_same_data(tmp_path) -> No
     up = Up(data_dir, api_port, raft_port)
     try:
         wait_for(lambda: "raftmem is up" in up.output, 60, "the cluster back up")
-        r = Client(f"127.0.0.1:{api_port + 2}").get("/v1/namespaces/notes/memories/first")
+        r = Client(f"{HOST}:{api_port + 2}").get("/v1/namespaces/notes/memories/first")
         assert r.status == 200 and r.json()["text"] == "hello"
     finally:
         out = up.stop()
