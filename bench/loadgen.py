@@ -230,7 +230,7 @@ class Workloads:
         return ops[name]
 
 
-def _session(concurrency: int, timeout_s: float) -> aiohttp.ClientSession:
+def _session(timeout_s: float) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None)
     return aiohttp.ClientSession(connector=connector,
                                  timeout=aiohttp.ClientTimeout(total=timeout_s))
@@ -243,7 +243,7 @@ async def measure(job: Job) -> WorkerResult:
     errors: dict[str, int] = {}
     items = 0
     cpu: dict[str, float] = {}
-    async with _session(job.concurrency, float(job.params.get("timeout_s", 60))) as s:
+    async with _session(float(job.params.get("timeout_s", 60))) as s:
         await asyncio.sleep(max(0.0, job.start_at - time.time()))
         t0 = time.perf_counter()
         ws, we = t0 + job.warmup_s, t0 + job.warmup_s + job.duration_s
@@ -314,7 +314,7 @@ async def load(job: Job, progress: Callable[[int], None]) -> WorkerResult:
     written = 0
     t_cpu = time.process_time()
     t_wall = time.perf_counter()
-    async with _session(job.concurrency, 120.0) as s:
+    async with _session(120.0) as s:
 
         async def post(g: int, b0: int, b1: int) -> bool:
             """One batch until it is written (True) or should be split (False)."""

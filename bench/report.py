@@ -269,12 +269,17 @@ def scaling_table(results: dict[str, Any]) -> str:
                   for r in rows])
 
 
+def _ms_or_text(x: Any) -> str:
+    return x if isinstance(x, str) else fmt_ms(x)  # older results stored it formatted
+
+
 def loads_table(results: dict[str, Any]) -> str:
     return table(["nodes", "memories", "seconds", "memories/s", "batch × concurrency",
                   "median batch ms", "retries", "load 1m"],
                  [[str(x["nodes"]), f"{x['from']:,}→{x['to']:,}", f"{x['seconds']:.1f}",
                    fmt_num(x["memories_per_s"]), f"{x['batch']} × {x['concurrency']}",
-                   str(x["p50_batch_ms"]), fmt_errors(x.get("retries")), f"{x['load1']:.2f}"]
+                   _ms_or_text(x.get("p50_batch_ms")), fmt_errors(x.get("retries")),
+                   f"{x['load1']:.2f}"]
                   for x in results.get("loads", [])])
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from bench import data, procfs, profiling, report
 from bench.loadgen import Job, LoadGenPool
 from bench.reference import Reference
-from bench.stats import aggregate, cpu_percent, same_topk, split
+from bench.stats import aggregate, cpu_percent, percentile, same_topk, split
 from bench.systems import (
     ETCD_INSTALL,
     REPO,
@@ -246,8 +246,8 @@ class Run:
         self.r["loads"].append({
             "nodes": nodes, "from": frm, "to": to, "seconds": round(secs, 2),
             "memories_per_s": round(rate, 1), "batch": bs, "concurrency": self.o.load_concurrency,
-            "requests": len(lat), "p50_batch_ms": report.fmt_ms(sorted(lat)[len(lat) // 2] * 1e3)
-            if lat else "–",
+            "requests": len(lat),
+            "p50_batch_ms": round(percentile(lat, 50) * 1e3, 1) if lat else None,
             "retries": {k: v for r in res for k, v in r.errors.items()},
             "client_cpu_s": [round(r.cpu_s, 1) for r in res], "load1": procfs.loadavg()[0]})
         self.log(f"  loaded {written:,} memories in {secs:.1f}s = {rate:,.0f} memories/s")

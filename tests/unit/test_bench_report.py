@@ -25,7 +25,7 @@ def _row(system: str, workload: str, c: int, ops: float, p99: float, tier: str |
 
 def _load(frm: int, to: int, rate: float) -> dict[str, Any]:
     return {"nodes": 3, "from": frm, "to": to, "memories_per_s": rate,
-            "seconds": (to - frm) / rate, "batch": 1000, "concurrency": 4, "p50_batch_ms": "120",
+            "seconds": (to - frm) / rate, "batch": 1000, "concurrency": 4, "p50_batch_ms": 120.0,
             "retries": {}, "load1": 0.9}
 
 
