@@ -40,7 +40,7 @@ from raftmem.errors import (
 )
 from raftmem.placement.routing import RoutingTable, initial_table
 from raftmem.readpolicy import Decision, ReplicaView, decide, effective_tier, strongest
-from raftmem.shardgroups.host import GroupHost, HostConfig, ProposalFailed
+from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, ProposalFailed
 from raftmem.statemachine import Reader
 from raftmem.types import RESPONSE_META, Memory, ReadOptions, SearchFilter
 
@@ -113,8 +113,8 @@ class Node:
                 data_dir=data_dir,
                 secret=secret,
                 durable=self.opts.durable,
-                hardening=frozenset({"stale_acks"}) if self.opts.unsafe_lease_without_stickiness
-                else frozenset({"stale_acks", "prevote"}),
+                hardening=HARDENING - {"prevote"} if self.opts.unsafe_lease_without_stickiness
+                else HARDENING,
                 unsafe_lease=self.opts.unsafe_lease_without_stickiness,
             )
         )

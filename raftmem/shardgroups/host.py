@@ -38,6 +38,11 @@ from raftmem.statemachine import StateMachine
 log = structlog.get_logger("raftmem.host")
 
 
+# Our fixes of pysyncobj defects (docs/consensus.md), all on by default; tests
+# switch them off one by one to reproduce a defect against bare pysyncobj.
+HARDENING = frozenset({"stale_acks", "prevote", "commit_hint"})
+
+
 @dataclass(frozen=True)
 class RaftTiming:
     """Raft timing for a LAN. Failover after ``kill -9`` of a leader is about
@@ -99,7 +104,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         transport: GroupTransport,
         timing: RaftTiming,
         sm_factory: Callable[[str], Any] = StateMachine,
-        hardening: frozenset[str] = frozenset({"stale_acks", "prevote"}),
+        hardening: frozenset[str] = HARDENING,
         unsafe_lease: bool = False,
     ) -> None:
         os.makedirs(data_dir, exist_ok=True)
@@ -142,6 +147,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self.unsafe_lease = unsafe_lease
         self.timing = timing
         self.stale_acks_ignored = 0
+        self.rejections_hinted = 0
         self.votes_refused = 0
         self.elections_started = 0
         self._others = [p.id for p in others]
@@ -244,6 +250,32 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             seq = self._hb_to_ack.get(node.id)
             if seq is not None:
                 message["rm_ack"] = seq
+            if "commit_hint" in self.hardening and message.get("reset") \
+                    and not message.get("success"):
+                self._hint_from_commit(message)
+
+    def _hint_from_commit(self, message: dict[str, Any]) -> None:
+        """Point a rejecting reply at an index the leader's log is known to match.
+
+        Defect 8 of docs/consensus.md. pysyncobj answers an append it cannot
+        take with "send from my last index + 1" (log too short) or "send from
+        ``prevLogIdx``" (term mismatch: one step back per round trip). A
+        follower whose log ends in entries of a deposed leader's term needs
+        one round trip per such entry with no other append in flight — but a
+        leader under load advances ``nextIndex`` optimistically with every
+        send, so the replies to the later appends ("log too short") keep
+        resetting it past the conflict, and the follower never catches up.
+        Every entry up to this replica's commit index is in every later
+        leader's log (leader completeness), so "send from commit + 1" always
+        matches in one round trip; entries between it and the conflict are
+        re-sent, and the state machine skips the ones it applied.
+        """
+        journal = self._SyncObj__raftLog
+        first = journal[0][1] if len(journal) else 0
+        hint = max(self.raftCommitIndex + 1, first + 1)
+        if hint < message["next_node_idx"]:
+            message["next_node_idx"] = hint
+            self.rejections_hinted += 1
 
     def lease_until(self) -> float:
         """Monotonic time until which no other leader can exist, or -inf.
@@ -458,6 +490,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             "leader_contact": self._leader_contact,
             "votes_refused": self.votes_refused,
             "stale_acks_ignored": self.stale_acks_ignored,
+            "rejections_hinted": self.rejections_hinted,
         }
 
 
@@ -475,7 +508,7 @@ class HostConfig:
     sm_factory: Callable[[str], Any] = StateMachine
     # Our fixes of pysyncobj defects (docs/consensus.md); tests switch them off
     # to reproduce the defect against bare pysyncobj behaviour.
-    hardening: frozenset[str] = frozenset({"stale_acks", "prevote"})
+    hardening: frozenset[str] = HARDENING
     unsafe_lease: bool = False
 
 

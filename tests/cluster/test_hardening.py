@@ -9,6 +9,7 @@ notice if an upgrade fixed or changed it — and with it on the defect is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -17,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from raftmem.shardgroups.host import GroupHost, HostConfig, RaftTiming
+from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, RaftTiming
 from tests.cluster.harness import free_ports
 
-ALL = frozenset({"stale_acks", "prevote"})
+ALL = HARDENING
 
 
 class MemSM:
@@ -109,6 +110,66 @@ async def next_index_after_a_stale_ack(tmp: str, hardening: frozenset[str]) -> t
         await asyncio.wait_for(done.wait(), 5)
         hs[li].heal()
         return out["before"], out["after"]
+
+
+LOST = 30  # entries only the deposed leader has: one round trip each without the fix
+
+
+async def deposed_leader_catches_up_under_load(tmp: str, hardening: frozenset[str]) -> bool:
+    """Whether a deposed leader with uncommitted entries catches up while writes go on.
+
+    The leader is cut off after appending entries no one else has; the others
+    elect a leader at a newer term and keep writing. After the heal, the old
+    leader's log ends in entries that conflict with the new leader's.
+    """
+    async with hosts(tmp, hardening) as hs:
+        li = await poll(lambda: leader_index(hs), 10, "a leader")
+        await asyncio.gather(*(asyncio.wait_for(hs[li].propose(0, b"x"), 5) for _ in range(5)))
+        old = hs[li].replicas[0]
+        others = [h for i, h in enumerate(hs) if i != li]
+        hs[li].isolate([h.cfg.node_id for h in others], silent=True)
+        for h in others:
+            h.isolate([hs[li].cfg.node_id], silent=True)
+        logged = len(old._SyncObj__raftLog)
+        doomed = [asyncio.ensure_future(asyncio.wait_for(hs[li].propose(0, b"lost"), 10))
+                  for _ in range(LOST)]
+        await poll(lambda: len(old._SyncObj__raftLog) >= logged + LOST or None, 5,
+                   "the cut-off leader to append entries only it has")
+        nl = await poll(lambda: next((i for i, h in enumerate(hs) if i != li
+                                      and h.status().get(0, {}).get("role") == "leader"), None),
+                        10, "a new leader among the others")
+        stop = asyncio.Event()
+
+        async def writer() -> None:
+            while not stop.is_set():
+                # Load only: outcomes are not checked here.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(hs[nl].propose(0, b"w"), 5)
+
+        writers = [asyncio.ensure_future(writer()) for _ in range(16)]
+        await poll(lambda: hs[nl].status()[0]["commit_index"] > logged + 50 or None, 10,
+                   "the new leader to commit under load")
+        for h in hs:
+            h.heal()
+        target = hs[nl].status()[0]["commit_index"]
+        try:
+            await poll(lambda: hs[li].status()[0]["commit_index"] >= target or None, 6,
+                       "the old leader to catch up")
+            caught_up = True
+        except AssertionError:
+            caught_up = False
+        stop.set()
+        for d in doomed:
+            d.cancel()
+        await asyncio.gather(*writers, *doomed, return_exceptions=True)
+        return caught_up
+
+
+def test_defect_8_deposed_leader_never_catches_up_under_load(tmp_path) -> None:
+    assert not asyncio.run(deposed_leader_catches_up_under_load(
+        str(tmp_path / "bare"), HARDENING - {"commit_hint"})), \
+        "bare pysyncobj caught up with a conflicting log tail under load: re-check defect 8"
+    assert asyncio.run(deposed_leader_catches_up_under_load(str(tmp_path / "ours"), HARDENING))
 
 
 def test_defect_1_stale_acks_rewind_next_index(tmp_path) -> None:
