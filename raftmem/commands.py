@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 
 from raftmem.errors import CorruptionError, ValidationError
+from raftmem.keyspace import Ownership
 from raftmem.types import METRICS
 
 VERSION = b"\x01"
@@ -54,6 +55,7 @@ REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "delete": frozenset({"op", "ns", "id", "if_version", "ts", "request_id", "epoch"}),
     "purge": frozenset({"op", "now", "dedup_before"}),
     "barrier": frozenset({"op"}),
+    "set_ownership": frozenset({"op", "ownership"}),
 }
 
 MEMORY_KEYS = frozenset({"id", "agent_id", "text", "embedding", "metadata", "tags", "expires_at"})
@@ -425,3 +427,16 @@ def purge(now_ms: int, dedup_before_ms: int) -> dict[str, Any]:
 def barrier() -> dict[str, Any]:
     """A no-op entry: once applied, everything committed before it is applied too."""
     return {"op": "barrier"}
+
+
+def set_ownership(ownership: Ownership) -> dict[str, Any]:
+    """Record what this group owns from now on (the placement driver's decision).
+
+    Applied only if its epoch is newer than the group's current one (the same
+    record again is a no-op); an older or conflicting one is refused with
+    ``epoch_mismatch``. The state machine then refuses writes outside it.
+    """
+    why = ownership.problem()
+    if why:
+        raise ValidationError(why)
+    return {"op": "set_ownership", "ownership": ownership.to_dict()}

@@ -100,7 +100,8 @@ class CorruptionError(Exception):
 
 
 _BY_CODE: dict[str, type[RaftmemError]] = {}
-for _cls in (ValidationError, NotFound, Conflict, Unavailable, CommitTimeout, Internal):
+for _cls in (ValidationError, NotFound, Conflict, Unavailable, EpochMismatch, CommitTimeout,
+             Internal):
     _BY_CODE[_cls.code] = _cls
 
 

@@ -1,15 +1,20 @@
 """The routing table: hash ranges -> shard groups, group -> replicas, with an epoch.
 
-Pure data and functions. The table is fixed at cluster creation for now; the
-epoch ``(version, conf_ver)`` travels with every routed request so that a
-later, changing table can reject requests routed with an old one.
+Pure data and functions. The initial table is fixed at cluster creation; the
+epoch ``(version, conf_ver)`` travels with every routed request, and a group
+refuses a request for a key it does not own, or routed with a table older than
+its range (``epoch_mismatch``). The router then rebuilds its table from the
+groups' own ownership records (:func:`merge_ownership`) and routes again.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from raftmem.keyspace import OwnedRange, Ownership, format_point
 from raftmem.placement.ring import RING_SIZE, even_splits, hash_key
 
 
@@ -43,12 +48,23 @@ class RoutingTable:
     def group_for(self, namespace: str, memory_id: str) -> int:
         return self.group_for_hash(hash_key(namespace, memory_id))
 
+    def ownership(self, group: int) -> Ownership:
+        """What ``group`` owns by this table, every range at the table's version.
+
+        For the initial table this is the group's genesis ownership: a function
+        of the group count alone, so every replica computes the same one.
+        """
+        return Ownership(
+            group, self.version, self.conf_ver,
+            tuple(OwnedRange(r.start, r.end, self.version) for r in self.ranges
+                  if r.group == group),
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "epoch": {"version": self.version, "conf_ver": self.conf_ver},
             "ranges": [
-                {"start": f"{r.start:016x}", "end": f"{r.end:016x}" if r.end < RING_SIZE else "end",
-                 "group": r.group}
+                {"start": format_point(r.start), "end": format_point(r.end), "group": r.group}
                 for r in self.ranges
             ],
             "groups": {str(g): list(m) for g, m in sorted(self.replicas.items())},
@@ -74,3 +90,53 @@ def initial_table(nodes: list[str], groups: int, replicas: int) -> RoutingTable:
     ends = starts[1:] + [RING_SIZE]
     ranges = tuple(Range(s, e, g) for g, (s, e) in enumerate(zip(starts, ends, strict=True)))
     return RoutingTable(ranges=ranges, replicas=place_replicas(nodes, groups, replicas))
+
+
+def merge_ownership(table: RoutingTable, owned: Iterable[Ownership]) -> RoutingTable:
+    """``table`` corrected by the groups' own ownership records.
+
+    Each point of the ring goes to the group whose record claims it with the
+    highest range version (then the highest record epoch, then the lowest group
+    id: two claims at one version are a bug elsewhere, but the answer stays
+    deterministic). A point no record claims (a range in the middle of a move,
+    or a group this node could not read) keeps its old group: that group
+    refuses if it is wrong, and the router asks again. The new table's version
+    is the highest seen, so requests routed with it pass every range's check.
+    """
+    owns = list(owned)
+    points = {0, RING_SIZE}
+    for r in table.ranges:
+        points.update((r.start, r.end))
+    for o in owns:
+        for orng in o.ranges:
+            points.update((orng.start, orng.end))
+    cuts = sorted(points)
+    segments: list[tuple[int, int, int, object]] = []  # start, end, group, origin
+    for a, b in itertools.pairwise(cuts):
+        best: tuple[tuple[int, int, int, int], int, object] | None = None
+        for o in owns:
+            claim = o.range_for(a)
+            if claim is not None:
+                rank = (claim.version, o.version, o.conf_ver, -o.group)
+                if best is None or rank > best[0]:
+                    best = (rank, o.group, ("own", o.group, claim.start))
+        if best is not None:
+            group, origin = best[1], best[2]
+        else:
+            group = table.group_for_hash(a)
+            origin = ("table", table.ranges[_range_index(table, a)].start)
+        if segments and segments[-1][2] == group and segments[-1][3] == origin:
+            start = segments[-1][0]
+            segments[-1] = (start, b, group, origin)
+        else:
+            segments.append((a, b, group, origin))
+    version = max([table.version, *(o.version for o in owns)])
+    conf_ver = max([table.conf_ver, *(o.conf_ver for o in owns)])
+    return RoutingTable(
+        ranges=tuple(Range(a, b, g) for a, b, g, _ in segments),
+        replicas=table.replicas, version=version, conf_ver=conf_ver,
+    )
+
+
+def _range_index(table: RoutingTable, h: int) -> int:
+    return bisect.bisect_right([r.start for r in table.ranges], h) - 1

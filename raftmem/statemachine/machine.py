@@ -11,6 +11,8 @@ Contract with the Raft layer (which calls from ONE thread, the tick thread):
   :class:`CorruptionError`: the replica must fail-stop, not skip the entry.
 * ``install_snapshot`` never moves the applied index (or visible state)
   backwards.
+* Data commands outside the group's ownership (or routed with an older table)
+  answer ``epoch_mismatch`` and change nothing (``ownership.py``).
 """
 
 from __future__ import annotations
@@ -22,23 +24,37 @@ import apsw
 
 from raftmem.commands import decode
 from raftmem.errors import CorruptionError
-from raftmem.statemachine import ops, schema, snapshot
+from raftmem.keyspace import Ownership
+from raftmem.statemachine import ops, ownership, schema, snapshot
 from raftmem.statemachine.schema import open_writer, read_applied_index
 
 Result = dict[str, Any]
 
 
 class StateMachine:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, genesis: Ownership | None = None) -> None:
+        """``genesis``: the group's ownership under the cluster's initial routing table,
+        written unless the database already holds a record (see ``ownership.py``)."""
         self.path = path
         self._conn = open_writer(path)
         # Cached: read on every apply, and only apply/install change it.
         self._applied = read_applied_index(self._conn)
         self._checkpointer: apsw.Connection | None = None
+        self._genesis = genesis
+        self._ownership = self._load_ownership()
 
     @property
     def applied_index(self) -> int:
         return self._applied
+
+    @property
+    def ownership(self) -> Ownership | None:
+        return self._ownership
+
+    def _load_ownership(self) -> Ownership | None:
+        if self._genesis is not None:
+            return ownership.ensure_genesis(self._conn, self._genesis)
+        return ownership.load(self._conn)
 
     def apply(self, index: int, payload: bytes) -> Result:
         if index <= self._applied:
@@ -47,7 +63,7 @@ class StateMachine:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = self._execute(conn, cmd)
+            result = self._execute(conn, cmd, self._ownership)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -60,10 +76,12 @@ class StateMachine:
                 ) from exc
             raise
         self._applied = index
+        if cmd["op"] == "set_ownership" and result.get("changed"):
+            self._ownership = ownership.load(conn)
         return result
 
     @staticmethod
-    def _execute(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
+    def _execute(conn: apsw.Connection, cmd: dict[str, Any], own: Ownership | None) -> Result:
         request_id = cmd.get("request_id")
         if request_id is not None:
             if not isinstance(request_id, str) or not request_id:
@@ -73,6 +91,11 @@ class StateMachine:
                 # A retry of an applied command (same request id, possibly a
                 # new proposal with new ids/timestamps): answer what happened.
                 return recorded
+        # Before the op and not recorded: a refused command did not happen, and
+        # the router retries it (same request id) at the group that owns it.
+        refused = ownership.refusal(own, cmd)
+        if refused is not None:
+            return refused
         result = ops.HANDLERS[cmd["op"]](conn, cmd)
         ts = cmd.get("ts")
         if request_id is not None and isinstance(ts, int) and not isinstance(ts, bool):
@@ -111,6 +134,9 @@ class StateMachine:
             return False
         snapshot.install(self._conn, path)
         self._applied = read_applied_index(self._conn)
+        # A snapshot brings its own record (one from before ownership existed
+        # gets the genesis, which is what held then).
+        self._ownership = self._load_ownership()
         if self._applied != snap_index:
             raise CorruptionError(
                 f"installed snapshot says applied_index {self._applied}, expected {snap_index}"

@@ -25,6 +25,7 @@ from raftmem.commands import (
     check_patch_fields,
     check_vector,
 )
+from raftmem.statemachine.ownership import set_ownership
 from raftmem.statemachine.schema import (
     MEMORY_COLUMNS,
     canonical_json,
@@ -362,6 +363,7 @@ HANDLERS: dict[str, Callable[[apsw.Connection, dict[str, Any]], Result]] = {
     "delete": delete,
     "purge": purge,
     "barrier": barrier,
+    "set_ownership": set_ownership,
 }
 
 

@@ -25,7 +25,9 @@ import numpy as np
 import orjson
 
 from raftmem.errors import ValidationError
+from raftmem.keyspace import Ownership
 from raftmem.statemachine.ops import Namespace, load_namespace
+from raftmem.statemachine.ownership import load as load_ownership
 from raftmem.statemachine.schema import (
     MEMORY_COLUMNS,
     fetch,
@@ -183,6 +185,10 @@ class Reader:
 
     def applied_index(self) -> int:
         return read_applied_index(self._conn)
+
+    def ownership(self) -> Ownership | None:
+        """The ranges this group owns and their epoch (None: the database checks none)."""
+        return load_ownership(self._conn)
 
     def get_namespace(self, ns: str) -> dict[str, Any] | None:
         found = load_namespace(self._conn, ns)

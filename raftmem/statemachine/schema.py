@@ -8,6 +8,8 @@ Layout (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
              created_at, updated_at, expires_at, UNIQUE(ns, id))
     memory_tags(ns, tag, mrow) PK(ns, tag, mrow)     tag filters without json_each scans
     requests(request_id PK, result, ts)             request-id dedup
+    ownership(id PK = 1, body)          the ranges this group owns and their epoch (JSON;
+                                        see raftmem.keyspace.Ownership); no row: unchecked
     vec_<nid>  vec0(embedding float[dim] distance_metric=...)   rowid = memories.rowid
 
 ``metadata`` and ``tags`` are canonical JSON text (orjson, sorted keys), so the
@@ -24,7 +26,9 @@ import sqlite_vec
 
 from raftmem.errors import CorruptionError
 
-SCHEMA_VERSION = 1
+# 2: the ownership table (older code must not open a database whose writes it
+# would no longer check).
+SCHEMA_VERSION = 2
 
 # A snapshot copy carries its opaque meta blob in this table; it never lives
 # in a replica's own database (dropped on open and after an install).
@@ -76,6 +80,10 @@ CREATE TABLE IF NOT EXISTS requests(
     ts         INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
+CREATE TABLE IF NOT EXISTS ownership(
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    body TEXT NOT NULL
+);
 """
 
 MEMORY_COLUMNS = (
