@@ -202,3 +202,15 @@ async def heal_peers(call: Call) -> Reply:
 
 async def group_digests(call: Call) -> Reply:
     return Reply(200, await call.service.digests())
+
+
+async def list_ranges(call: Call) -> Reply:
+    return Reply(200, await call.service.ranges())
+
+
+async def rebalance(call: Call) -> Reply:
+    return Reply(200, await call.service.rebalance(call.query["dry_run"]))
+
+
+async def list_operators(call: Call) -> Reply:
+    return Reply(200, call.service.operators())

@@ -17,6 +17,7 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     409: ("Conflict", "version_mismatch, already_exists or namespace_conflict."),
     413: ("PayloadTooLarge", "payload_too_large: the body exceeds the server's limit."),
     500: ("Internal", "internal: a bug (definite false); the node logged it."),
+    501: ("NotImplemented", "not_implemented: the feature is not built yet; nothing was done."),
     503: ("Unavailable", "unavailable / epoch_mismatch: no leader, overloaded, too stale."),
     504: ("CommitTimeout", "commit_timeout (definite false): the write may have applied."),
 }

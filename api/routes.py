@@ -207,6 +207,32 @@ OPERATIONS: tuple[Operation, ...] = (
         "digest; jepsen_like uses it to check that every replica converges after faults.",
     ),
     Operation(
+        "GET", "/admin/ranges", "listRanges",
+        "Every range of this node's routing table: owning group, replicas, leader, epochs.",
+        handlers.list_ranges, tag="admin",
+        responses={200: Response("The ranges, in ring order.", s.ref("Ranges"))},
+        errors=(503,),
+        description="epoch is this node's routing table's; range_version and group_epoch come "
+        "from the owning group's own record as this node's replica has applied it.",
+    ),
+    Operation(
+        "POST", "/admin/rebalance", "rebalance",
+        "The placement planner's operators for the cluster as this node sees it.",
+        handlers.rebalance, tag="admin",
+        params=(Param("dry_run", "query", s.BOOLEAN_FALSE,
+                      description="true: only show the plan and why. Required for now."),),
+        responses={200: Response("The plan (dry run).", s.ref("RebalancePlan"))},
+        errors=(501, 503),
+        description="Without dry_run=true: 501 not_implemented, because the executor that "
+        "would run the operators is not built yet; nothing is changed.",
+    ),
+    Operation(
+        "GET", "/admin/operators", "listOperators",
+        "Operators in progress (none: the executor is not built yet).",
+        handlers.list_operators, tag="admin",
+        responses={200: Response("The operators.", s.ref("OperatorList"))},
+    ),
+    Operation(
         "POST", "/admin/faults/isolate", "isolatePeers",
         "Fault injection: behave as if the Raft links to these nodes were cut.",
         handlers.isolate_peers, tag="admin",

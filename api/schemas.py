@@ -299,6 +299,118 @@ ERROR: Schema = {
     "properties": {"error": ref("ErrorDetail")},
 }
 
+# --------------------------------------------------------------------------- placement (admin)
+
+RING_POINT: Schema = {
+    "type": "string",
+    "pattern": "^([0-9a-f]{16}|end)$",
+    "description": "A point of the 64-bit hash ring as 16 hex digits; 'end' is 2**64.",
+}
+EPOCH: Schema = {
+    "type": "object",
+    "required": ["version", "conf_ver"],
+    "properties": {
+        "version": {"type": "integer", "minimum": 0,
+                    "description": "Bumped by a range move or split."},
+        "conf_ver": {"type": "integer", "minimum": 0,
+                     "description": "Bumped by a replica change."},
+    },
+}
+RANGE_INFO: Schema = {
+    "type": "object",
+    "required": ["start", "end", "group", "replicas", "leader", "range_version", "group_epoch",
+                 "confirmed"],
+    "properties": {
+        "start": ref("RingPoint"),
+        "end": ref("RingPoint"),
+        "group": {"type": "integer", "minimum": 0},
+        "replicas": {"type": "array", "items": {"type": "string"}},
+        "leader": {"type": ["string", "null"]},
+        "range_version": {
+            "type": ["integer", "null"],
+            "description": "The version at which the group's own record says it received the "
+            "range (null: this node's replica of the group does not record owning it).",
+        },
+        "group_epoch": {"anyOf": [ref("Epoch"), {"type": "null"}]},
+        "confirmed": {
+            "type": "boolean",
+            "description": "The group's record (as this node's replica applied it) owns the "
+            "whole range.",
+        },
+    },
+}
+RANGES: Schema = {
+    "type": "object",
+    "required": ["node", "epoch", "ranges", "routing_refreshes"],
+    "properties": {
+        "node": {"type": "string"},
+        "epoch": ref("Epoch"),
+        "ranges": {"type": "array", "items": ref("RangeInfo")},
+        "routing_refreshes": {
+            "type": "integer", "minimum": 0,
+            "description": "Times this node rebuilt its table after an epoch_mismatch.",
+        },
+    },
+}
+OPERATOR: Schema = {
+    "type": "object",
+    "required": ["kind", "group", "node", "target", "conf_ver", "reason", "description"],
+    "properties": {
+        "kind": {"type": "string", "enum": ["add_learner", "promote_learner", "remove_replica",
+                                            "transfer_leader"]},
+        "group": {"type": "integer", "minimum": 0},
+        "node": {"type": "string"},
+        "target": {"type": ["string", "null"], "description": "transfer_leader: the new leader."},
+        "conf_ver": {"type": "integer", "minimum": 0,
+                     "description": "The group's conf_ver the operator was planned against."},
+        "reason": {"type": "string"},
+        "description": {"type": "string"},
+    },
+}
+REBALANCE_PLAN: Schema = {
+    "type": "object",
+    "required": ["dry_run", "node", "view", "operators"],
+    "properties": {
+        "dry_run": {"type": "boolean", "enum": [True]},
+        "node": {"type": "string"},
+        "view": {
+            "type": "object",
+            "required": ["nodes", "groups", "replicas", "sources"],
+            "description": "The cluster as the planner saw it from this node.",
+            "properties": {
+                "nodes": {"type": "array", "items": {
+                    "type": "object", "required": ["id", "state"],
+                    "properties": {"id": {"type": "string"}, "state": {"type": "string"}}}},
+                "groups": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["group", "voters", "learners", "leader", "conf_ver"],
+                    "properties": {
+                        "group": {"type": "integer"},
+                        "voters": {"type": "array", "items": {"type": "string"}},
+                        "learners": {"type": "array", "items": {"type": "string"}},
+                        "leader": {"type": ["string", "null"]},
+                        "conf_ver": {"type": "integer"},
+                    }}},
+                "replicas": {"type": "integer", "minimum": 1},
+                "sources": {"type": "object",
+                            "description": "Where each fact of the view came from."},
+            },
+        },
+        "operators": {"type": "array", "items": ref("Operator"),
+                      "description": "In the order the planner proposes them, each with why."},
+    },
+}
+OPERATOR_LIST: Schema = {
+    "type": "object",
+    "required": ["operators", "executor", "message"],
+    "properties": {
+        "operators": {"type": "array", "items": ref("Operator")},
+        "executor": {"type": "string", "enum": ["not_built"],
+                     "description": "not_built: no operator ever runs yet."},
+        "message": {"type": "string"},
+    },
+}
+
 COMPONENTS: dict[str, Schema] = {
     "NamespaceName": NAMESPACE_NAME,
     "MemoryId": MEMORY_ID,
@@ -326,6 +438,13 @@ COMPONENTS: dict[str, Schema] = {
     "BatchResult": BATCH_RESULT,
     "ErrorDetail": ERROR_DETAIL,
     "Error": ERROR,
+    "RingPoint": RING_POINT,
+    "Epoch": EPOCH,
+    "RangeInfo": RANGE_INFO,
+    "Ranges": RANGES,
+    "Operator": OPERATOR,
+    "RebalancePlan": REBALANCE_PLAN,
+    "OperatorList": OPERATOR_LIST,
 }
 
 # --------------------------------------------------------------------------- parameters

@@ -13,6 +13,7 @@ retried with the same ``request_id``)::
     ├── Unavailable            503 definite   no leader, not leader, overloaded, too stale
     ├── EpochMismatch          503 definite   routed with an old routing table
     ├── CommitTimeout          504 indefinite the proposal's deadline passed
+    ├── NotBuilt               501 definite   the feature is not built yet (e.g. the PD executor)
     └── Internal               500 indefinite a bug; logged with a traceback
 
 Foreign exceptions (pysyncobj fail reasons, apsw, aiohttp) are translated at
@@ -83,6 +84,14 @@ class CommitTimeout(RaftmemError):
     status = 504
     code = "commit_timeout"
     definite = False
+
+
+class NotBuilt(RaftmemError):
+    """A request for something this version does not do yet; nothing was done."""
+
+    status = 501
+    code = "not_implemented"
+    definite = True
 
 
 class Internal(RaftmemError):

@@ -16,6 +16,7 @@ before the read began.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import threading
@@ -32,16 +33,20 @@ from raftmem import commands, session
 from raftmem.config import ClusterSpec, NodeOptions, parse_addr
 from raftmem.errors import (
     CommitTimeout,
+    EpochMismatch,
+    NotBuilt,
     NotFound,
     RaftmemError,
     Unavailable,
     ValidationError,
     from_result_error,
 )
-from raftmem.placement.routing import RoutingTable, initial_table
+from raftmem.keyspace import Ownership, format_point, hash_key
+from raftmem.placement import planner
+from raftmem.placement.routing import RoutingTable, initial_table, merge_ownership
 from raftmem.readpolicy import Decision, ReplicaView, decide, effective_tier, strongest
 from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, ProposalFailed
-from raftmem.statemachine import Reader
+from raftmem.statemachine import Reader, StateMachine
 from raftmem.types import RESPONSE_META, Memory, ReadOptions, SearchFilter
 
 log = structlog.get_logger("raftmem.node")
@@ -49,6 +54,10 @@ log = structlog.get_logger("raftmem.node")
 T = TypeVar("T")
 
 CATALOG_GROUP = 0  # the group whose log decides namespace definitions
+
+# How often one request refreshes the routing table and routes again after a
+# group answered epoch_mismatch, before the client sees it (definite, 503).
+EPOCH_RETRIES = 8
 
 
 def now_ms() -> int:
@@ -116,6 +125,7 @@ class Node:
                 hardening=HARDENING - {"prevote"} if self.opts.unsafe_lease_without_stickiness
                 else HARDENING,
                 unsafe_lease=self.opts.unsafe_lease_without_stickiness,
+                sm_factory=self._state_machine,
             )
         )
         missing = [g for g in self.table.groups if g not in self.host.replicas]
@@ -127,8 +137,25 @@ class Node:
         self._local = threading.local()
         self._barriers = {g: _Barrier() for g in self.table.groups}
         self._namespaces: dict[str, dict[str, Any]] = {}
+        self._refresh_lock = asyncio.Lock()
+        self.routing_refreshes = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
+
+    def _state_machine(self, path: str) -> StateMachine:
+        """A group replica's state machine, created with the group's genesis ownership:
+        its ranges in the initial routing table, the same on every replica (a
+        function of the cluster description); written only into a database that
+        has no ownership record yet (raftmem/statemachine/ownership.py)."""
+        for g in self.table.groups:
+            if os.path.normpath(path) == os.path.normpath(self._db_path(g)):
+                return StateMachine(path, genesis=initial_table(
+                    [n.id for n in self.spec.nodes], self.spec.groups, self.spec.replicas
+                ).ownership(g))
+        raise ValueError(f"{path} is no group's database")
+
+    def _db_path(self, group: int) -> str:
+        return os.path.join(self.data_dir, "groups", f"g{group}", "state.db")
 
     # -- lifecycle --------------------------------------------------------
 
@@ -388,6 +415,77 @@ class Node:
             await self._install_namespace(group, d)
             return await self._write(group, build())
 
+    # -- routing: epoch mismatches refresh the table -----------------------
+
+    async def _write_routed(
+        self, ns: str, memory_id: str, build: Callable[[list[int]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Write ``build(epoch)`` to the group that owns ``ns/memory_id`` by the routing table.
+
+        A group that does not own the key at that epoch answers a definite
+        ``epoch_mismatch`` (nothing was written, nothing recorded under the
+        request id): refresh the table and route again, up to EPOCH_RETRIES times.
+        """
+        attempt = 0
+        while True:
+            table = self.table
+            group = table.group_for(ns, memory_id)
+            try:
+                return await self._write_ns(ns, group, functools.partial(build, list(table.epoch)))
+            except EpochMismatch as e:
+                attempt += 1
+                if attempt > EPOCH_RETRIES:
+                    raise
+                await self._refresh_table(table, [e.details.get("ownership")], attempt)
+
+    def _local_ownership(self) -> list[Ownership]:
+        """The ownership records of this node's replicas (on a read thread)."""
+        out = []
+        for g in self.table.groups:
+            own = self._reader(g).ownership()
+            if own is not None:
+                out.append(own)
+        return out
+
+    async def _refresh_table(self, seen: RoutingTable, hints: list[Any], attempt: int) -> None:
+        """Rebuild the routing table after a group refused a request routed with ``seen``.
+
+        The groups' own records are the truth: this node's replicas' records,
+        plus the ones carried by the refusals (``hints``), merged into the table
+        (``routing.merge_ownership``). One refresh at a time; a request whose
+        table was already replaced routes again at once. When nothing new was
+        learnt (this node's replicas lag the group that refused), back off a
+        little before the next attempt.
+        """
+        async with self._refresh_lock:
+            if self.table is not seen:
+                return
+            loop = asyncio.get_running_loop()
+            owned = await loop.run_in_executor(self._executor, self._local_ownership)
+            for h in hints:
+                try:
+                    owned.append(Ownership.from_dict(h))
+                except ValueError:
+                    pass
+            new = merge_ownership(self.table, owned)
+            if new != self.table:
+                log.info("routing_refreshed", epoch=list(new.epoch), was=list(seen.epoch))
+                self.table = new
+                self.routing_refreshes += 1
+                return
+        await asyncio.sleep(min(0.005 * 2**attempt, 0.2))
+
+    @staticmethod
+    def _refuse_unowned(r: Reader, ns: str, memory_id: str) -> None:
+        """A replica serves a key only from a range its group owns in the state it reads."""
+        own = r.ownership()
+        if own is None:
+            return
+        why = own.refusal(hash_key(ns, memory_id), None)
+        if why:
+            raise EpochMismatch(f"{why} (key {memory_id!r})", group=own.group,
+                                ownership=own.to_dict())
+
     # -- memories ---------------------------------------------------------
 
     def _memory_for_put(self, m: dict[str, Any], ts: int, request_key: str | None) -> dict[str, Any]:
@@ -408,9 +506,8 @@ class Node:
         ts = now_ms()
         m = self._memory_for_put(memory, ts, None if request_id is None else f"{ns}/{request_id}")
         rid = request_id or uuid.uuid4().hex
-        group = self.table.group_for(ns, m["id"])
-        res = await self._write_ns(
-            ns, group, lambda: commands.put(ns, m, ts, rid, list(self.table.epoch))
+        res = await self._write_routed(
+            ns, m["id"], lambda epoch: commands.put(ns, m, ts, rid, epoch)
         )
         return res["memory"]
 
@@ -422,35 +519,80 @@ class Node:
             self._check_dim(d, m["embedding"], where=f"memories[{i}].embedding")
         ts = now_ms()
         rid = request_id or uuid.uuid4().hex
-        by_group: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        for i, m in enumerate(memories):
-            pm = self._memory_for_put(m, ts, None if request_id is None else f"{ns}/{rid}/{i}")
-            by_group.setdefault(self.table.group_for(ns, pm["id"]), []).append((i, pm))
+        pending = [
+            (i, self._memory_for_put(m, ts, None if request_id is None else f"{ns}/{rid}/{i}"))
+            for i, m in enumerate(memories)
+        ]
 
-        async def one(group: int, items: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, Any]]:
+        async def one(
+            group: int, items: list[tuple[int, dict[str, Any]]], epoch: list[int]
+        ) -> list[tuple[int, Any]]:
             ms = [m for _, m in items]
+            # The part's request id names exactly its items: a retry of the same
+            # items deduplicates, and items re-split after an epoch mismatch
+            # never meet another part's recorded result.
+            part = hashlib.blake2b("\n".join(m["id"] for m in ms).encode(),
+                                   digest_size=8).hexdigest()
             res = await self._write_ns(
-                ns, group,
-                lambda: commands.put_batch(ns, ms, ts, f"{rid}/g{group}", list(self.table.epoch)),
+                ns, group, lambda: commands.put_batch(ns, ms, ts, f"{rid}/{part}", epoch),
             )
             return [(i, r) for (i, _), r in zip(items, res["results"], strict=True)]
 
         out: list[Any] = [None] * len(memories)
-        for part in await asyncio.gather(*(one(g, items) for g, items in by_group.items())):
-            for i, r in part:
-                out[i] = r
+        attempt = 0
+        while pending:
+            table = self.table
+            by_group: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+            for i, pm in pending:
+                by_group.setdefault(table.group_for(ns, pm["id"]), []).append((i, pm))
+            parts = list(by_group.items())
+            done = await asyncio.gather(
+                *(one(g, items, list(table.epoch)) for g, items in parts), return_exceptions=True
+            )
+            pending, hints, refusal = [], [], None
+            failure: BaseException | None = None
+            for (_, items), res in zip(parts, done, strict=True):
+                if isinstance(res, EpochMismatch):
+                    # Nothing of this part was written: route its items again.
+                    pending.extend(items)
+                    hints.append(res.details.get("ownership"))
+                    refusal = res
+                elif isinstance(res, BaseException):
+                    failure = failure or res
+                else:
+                    for i, r in res:
+                        out[i] = r
+            if failure is not None:
+                raise failure
+            if refusal is not None:
+                attempt += 1
+                if attempt > EPOCH_RETRIES:
+                    raise refusal
+                await self._refresh_table(table, hints, attempt)
         return out
 
     async def get_memory(
         self, ns: str, memory_id: str, opts: ReadOptions, include_embedding: bool = False
     ) -> Memory:
-        group = self.table.group_for(ns, memory_id)
-        m = await self._read(
-            ns, opts,
-            lambda tier: self._query(group, opts,
-                                     lambda r: r.get(ns, memory_id, now_ms(), include_embedding), tier),
-            lambda m: [m] if m else [],
-        )
+        def get(r: Reader) -> Memory | None:
+            self._refuse_unowned(r, ns, memory_id)
+            return r.get(ns, memory_id, now_ms(), include_embedding)
+
+        async def at(group: int, tier: str) -> Memory | None:
+            return await self._query(group, opts, get, tier)
+
+        attempt = 0
+        while True:
+            table = self.table
+            try:
+                m = await self._read(ns, opts, functools.partial(at, table.group_for(ns, memory_id)),
+                                     lambda m: [m] if m else [])
+                break
+            except EpochMismatch as e:
+                attempt += 1
+                if attempt > EPOCH_RETRIES:
+                    raise
+                await self._refresh_table(table, [e.details.get("ownership")], attempt)
         if m is None:
             await self._namespace(ns)
             raise NotFound(f"memory {memory_id!r} not found in namespace {ns!r}")
@@ -469,10 +611,9 @@ class Node:
             ttl = fields["ttl_s"]
             f["expires_at"] = None if ttl is None else ts + int(float(ttl) * 1000)
         rid = request_id or uuid.uuid4().hex
-        group = self.table.group_for(ns, memory_id)
-        res = await self._write_ns(
-            ns, group,
-            lambda: commands.patch(ns, memory_id, f, if_version, ts, rid, list(self.table.epoch)),
+        res = await self._write_routed(
+            ns, memory_id,
+            lambda epoch: commands.patch(ns, memory_id, f, if_version, ts, rid, epoch),
         )
         return res["memory"]
 
@@ -482,10 +623,9 @@ class Node:
         await self._namespace(ns)
         ts = now_ms()
         rid = request_id or uuid.uuid4().hex
-        group = self.table.group_for(ns, memory_id)
-        await self._write_ns(
-            ns, group,
-            lambda: commands.delete(ns, memory_id, if_version, ts, rid, list(self.table.epoch)),
+        await self._write_routed(
+            ns, memory_id,
+            lambda epoch: commands.delete(ns, memory_id, if_version, ts, rid, epoch),
         )
 
     async def list_memories(
@@ -549,6 +689,119 @@ class Node:
         for g in self.table.groups:
             groups[str(g)] = await loop.run_in_executor(self._executor, one, g)
         return {"node": self.node_id, "groups": groups}
+
+    # -- placement (admin) ------------------------------------------------
+
+    async def _live_peers(self) -> set[str] | None:
+        """Peers with an authenticated Raft connection to this node right now (None: unknown).
+
+        Read on the raft thread, which owns the transport. Liveness as this node
+        sees it; the placement driver's heartbeats will replace it.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[set[str]] = loop.create_future()
+        mux = self.host.mux
+
+        def look() -> None:  # raft thread
+            live = {c.peer for c in list(mux.conns) if c.state == "ready" and c.peer} - mux.isolated
+
+            def settle() -> None:
+                if not fut.done():
+                    fut.set_result(live)
+
+            loop.call_soon_threadsafe(settle)
+
+        self.host.call_soon(look)
+        try:
+            return await asyncio.wait_for(fut, 1.0)
+        except TimeoutError:
+            return None
+
+    async def cluster_view(self) -> tuple[planner.ClusterView, dict[str, str]]:
+        """The planner's view of the cluster from this node, and where each fact came from."""
+        live = await self._live_peers()
+        nodes = tuple(
+            planner.NodeInfo(n.id, planner.LIVE if n.id == self.node_id
+                             or (live is not None and n.id in live) else "down")
+            for n in self.spec.nodes
+        )
+        status = self.host.status()
+        groups = tuple(
+            planner.GroupInfo(g, voters=tuple(self.table.replicas[g]),
+                              leader=status.get(g, {}).get("leader"),
+                              conf_ver=self.table.conf_ver)
+            for g in self.table.groups
+        )
+        sources = {
+            "liveness": "raft connections of this node" if live is not None
+            else "unknown (the raft thread did not answer): every peer counted down",
+            "replicas": "routing table (replicas are fixed at cluster creation)",
+            "leaders": "this node's replicas",
+        }
+        return planner.ClusterView(nodes, groups, self.spec.replicas), sources
+
+    async def ranges(self) -> dict[str, Any]:
+        """Every range of the routing table: owning group, replicas, leader, epochs."""
+        loop = asyncio.get_running_loop()
+        records = {o.group: o for o in
+                   await loop.run_in_executor(self._executor, self._local_ownership)}
+        status = self.host.status()
+        table = self.table
+        out = []
+        for r in table.ranges:
+            own = records.get(r.group)
+            claim = own.range_for(r.start) if own is not None else None
+            out.append({
+                "start": format_point(r.start),
+                "end": format_point(r.end),
+                "group": r.group,
+                "replicas": list(table.replicas.get(r.group, ())),
+                "leader": status.get(r.group, {}).get("leader"),
+                # The group's own record, as this node's replica has applied it.
+                "range_version": None if claim is None else claim.version,
+                "group_epoch": None if own is None
+                else {"version": own.version, "conf_ver": own.conf_ver},
+                "confirmed": claim is not None and claim.end >= r.end,
+            })
+        return {
+            "node": self.node_id,
+            "epoch": {"version": table.version, "conf_ver": table.conf_ver},
+            "ranges": out,
+            "routing_refreshes": self.routing_refreshes,
+        }
+
+    async def rebalance(self, dry_run: bool) -> dict[str, Any]:
+        """The planner's operators for the cluster as this node sees it (dry run only)."""
+        if not dry_run:
+            raise NotBuilt(
+                "rebalancing needs the placement driver's executor, which is not built yet; "
+                "use dry_run=true to see the plan", executor="not_built")
+        view, sources = await self.cluster_view()
+        ops = planner.plan(view)
+        return {
+            "dry_run": True,
+            "node": self.node_id,
+            "view": {
+                "nodes": [{"id": n.id, "state": n.state} for n in view.nodes],
+                "groups": [{"group": g.id, "voters": list(g.voters), "learners": list(g.learners),
+                            "leader": g.leader, "conf_ver": g.conf_ver} for g in view.groups],
+                "replicas": view.replicas,
+                "sources": sources,
+            },
+            "operators": [
+                {"kind": op.kind, "group": op.group, "node": op.node, "target": op.target,
+                 "conf_ver": op.conf_ver, "reason": op.reason, "description": op.describe()}
+                for op in ops
+            ],
+        }
+
+    def operators(self) -> dict[str, Any]:
+        return {
+            "operators": [],
+            "executor": "not_built",
+            "message": "no operator runs: the placement driver's executor is not built yet "
+                       "(POST /admin/rebalance?dry_run=true shows what it would do)",
+        }
 
     # -- fault injection (the transport seam) ------------------------------
 

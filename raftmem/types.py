@@ -135,6 +135,18 @@ class MemoryService(Protocol):
         """``{"node", "groups": {gid: {"applied_index", "digest"}}}`` of this node's replicas."""
         ...
 
+    async def ranges(self) -> dict[str, Any]:
+        """The routing table's ranges with owning group, replicas, leader and epochs."""
+        ...
+
+    async def rebalance(self, dry_run: bool) -> dict[str, Any]:
+        """The placement planner's operators (dry run); NotBuilt without ``dry_run``."""
+        ...
+
+    def operators(self) -> dict[str, Any]:
+        """Operators in progress."""
+        ...
+
     def isolate(self, peers: list[str]) -> None:
         """Fault injection: cut this node's Raft links to ``peers`` until :meth:`heal`."""
         ...

@@ -26,7 +26,8 @@ import copy
 import math
 from typing import Any
 
-from raftmem.errors import Conflict, NotFound, RaftmemError, ValidationError
+from raftmem.errors import Conflict, NotBuilt, NotFound, RaftmemError, ValidationError
+from raftmem.placement import planner
 from raftmem.types import Memory, ReadOptions, SearchFilter
 
 START_MS = 1_700_000_000_000
@@ -314,6 +315,44 @@ class FakeMemoryService:
     async def digests(self) -> dict[str, Any]:
         return {"node": "fake-1", "groups": {"0": {"applied_index": 0,
                                                    "digest": "0" * 64}}}
+
+    async def ranges(self) -> dict[str, Any]:
+        self._enter("ranges")
+        return {
+            "node": "fake-1",
+            "epoch": {"version": 1, "conf_ver": 1},
+            "ranges": [{"start": "0000000000000000", "end": "end", "group": 0,
+                        "replicas": ["fake-1"], "leader": "fake-1", "range_version": 1,
+                        "group_epoch": {"version": 1, "conf_ver": 1}, "confirmed": True}],
+            "routing_refreshes": 0,
+        }
+
+    async def rebalance(self, dry_run: bool) -> dict[str, Any]:
+        """Like the node: the planner's answer for a drawn cluster; NotBuilt unless a dry run."""
+        self._enter("rebalance", dry_run)
+        if not dry_run:
+            raise NotBuilt("the executor is not built yet; use dry_run=true")
+        view = planner.parse_view("""
+            nodes: n1 up, n2 up, n3 up, n4 up
+            group | voters   | learners | leader
+            0     | n1 n2 n3 |          | n1
+            1     | n1 n2 n3 |          | n1
+        """)
+        return {
+            "dry_run": True, "node": "fake-1",
+            "view": {"nodes": [{"id": n.id, "state": n.state} for n in view.nodes],
+                     "groups": [{"group": g.id, "voters": list(g.voters),
+                                 "learners": list(g.learners), "leader": g.leader,
+                                 "conf_ver": g.conf_ver} for g in view.groups],
+                     "replicas": view.replicas, "sources": {}},
+            "operators": [{"kind": op.kind, "group": op.group, "node": op.node,
+                           "target": op.target, "conf_ver": op.conf_ver, "reason": op.reason,
+                           "description": op.describe()} for op in planner.plan(view)],
+        }
+
+    def operators(self) -> dict[str, Any]:
+        self._enter("operators")
+        return {"operators": [], "executor": "not_built", "message": "no executor yet"}
 
     def isolate(self, peers: list[str]) -> None:
         self.isolated = sorted(set(getattr(self, "isolated", [])) | set(peers))

@@ -144,6 +144,10 @@ async def test_answers_fit_the_documented_response_schemas(fake: FakeMemoryServi
         ("POST", "/v1/namespaces/ns1/search", {"json": {"embedding": [1, 1, 0]}}),
         ("POST", "/v1/namespaces/ns1/search", {"json": {"embedding": [1], "k": 2}}),
         ("GET", "/admin/cluster", {}),
+        ("GET", "/admin/ranges", {}),
+        ("POST", "/admin/rebalance", {"params": {"dry_run": "true"}}),
+        ("POST", "/admin/rebalance", {}),
+        ("GET", "/admin/operators", {}),
     ]
     async with serve(fake) as client:
         for method, path, kwargs in requests:

@@ -1,0 +1,164 @@
+"""A real Node in this process (one node, two groups, real Raft on loopback): routing with a
+stale table is retried transparently, and the placement admin routes answer from live state.
+
+The "range move" here is test-only: the moved range is empty, so ``set_ownership``
+through each group's log is the whole move (the data copy is the placement
+issue's next step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raftmem import commands as C
+from raftmem.config import ClusterSpec, NodeOptions, NodeSpec
+from raftmem.errors import EpochMismatch
+from raftmem.keyspace import RING_SIZE, OwnedRange, Ownership
+from raftmem.node import EPOCH_RETRIES, Node
+from raftmem.types import ReadOptions
+from tests.api.conftest import serve
+from tests.api.helpers import assert_error, send
+from tests.cluster.harness import free_port_block
+
+HALF = RING_SIZE // 2
+NS = "ns"
+LINEARIZABLE = ReadOptions(consistency="linearizable")
+
+
+async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def one_node(tmp_path: Path) -> AsyncIterator[Node]:
+    base = free_port_block(2)
+    spec = ClusterSpec(nodes=(NodeSpec("n1", f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"),),
+                       groups=2, replicas=1, cluster_id="routing-test")
+    node = Node(spec, "n1", str(tmp_path / "n1"), b"secret",
+                NodeOptions(durable=False, write_timeout_s=5.0))
+    await node.start()
+    try:
+        await until(lambda: node.readiness()[0], 20, "both groups to elect a leader")
+        await node.create_namespace(NS, 3, "l2")
+        yield node
+    finally:
+        await node.stop()
+
+
+def ids_in(node: Node, group: int, n: int) -> list[str]:
+    return [k for k in (f"m{i}" for i in range(10_000)) if node.table.group_for(NS, k) == group][:n]
+
+
+def mem(mid: str) -> dict[str, Any]:
+    return {"id": mid, "agent_id": "a", "text": mid, "embedding": [1.0, 0.0, 0.0]}
+
+
+async def move_upper_half_to_g0(node: Node, version: int = 2) -> None:
+    """Group 1's (empty) upper half becomes group 0's, through both groups' logs."""
+    give = Ownership(1, version, 1, ())
+    take = Ownership(0, version, 1, (OwnedRange(0, HALF, 1), OwnedRange(HALF, RING_SIZE, version)))
+    assert (await node._propose(1, C.set_ownership(give)))["ok"]
+    assert (await node._propose(0, C.set_ownership(take)))["ok"]
+
+
+async def test_writes_and_reads_routed_with_a_stale_table_are_retried(tmp_path: Path) -> None:
+    async with one_node(tmp_path) as node:
+        stale = node.table
+        upper = ids_in(node, 1, 6)
+        lower = ids_in(node, 0, 2)
+        await move_upper_half_to_g0(node)
+        assert node.table is stale  # this node has not heard of the move
+
+        # put: routed to g1 by the stale table, refused, table refreshed, applied at g0.
+        m = await node.put_memory(NS, mem(upper[0]), "req-1")
+        assert m["id"] == upper[0] and m["version"] == 1
+        assert node.table.epoch == (2, 1) and node.routing_refreshes == 1
+        assert node.table.group_for(NS, upper[0]) == 0
+
+        # Each call below starts from the stale table again.
+        node.table = stale
+        got = await node.get_memory(NS, upper[0], LINEARIZABLE)
+        assert got["text"] == upper[0] and node.routing_refreshes == 2
+
+        node.table = stale
+        results = await node.put_batch(NS, [mem(upper[1]), mem(lower[0]), mem(upper[2])], "b-1")
+        assert [r["ok"] for r in results] == [True, True, True]
+        assert [r["memory"]["id"] for r in results] == [upper[1], lower[0], upper[2]]
+
+        node.table = stale
+        patched = await node.patch_memory(NS, upper[1], {"text": "new"}, 1, None)
+        assert patched["version"] == 2
+
+        node.table = stale
+        await node.delete_memory(NS, upper[2], None, None)
+
+        # Everything landed in group 0 and nothing in group 1.
+        def count(group: int) -> int:
+            with node._reader(group).transaction() as r:
+                return r.count(NS, 0)
+
+        assert (count(0), count(1)) == (3, 0)
+        # The same request id again: deduplicated at g0 (the refusal at g1 recorded nothing).
+        node.table = stale
+        again = await node.put_memory(NS, mem(upper[0]), "req-1")
+        assert again == m
+
+
+async def test_a_key_no_group_owns_ends_in_a_definite_epoch_mismatch(tmp_path: Path) -> None:
+    async with one_node(tmp_path) as node:
+        # Group 1 gives its range away and nobody takes it (a move stuck half way).
+        assert (await node._propose(1, C.set_ownership(Ownership(1, 2, 1, ()))))["ok"]
+        upper = ids_in(node, 1, 1)[0]
+        with pytest.raises(EpochMismatch) as info:
+            await node.put_memory(NS, mem(upper), None)
+        assert info.value.definite is True and info.value.status == 503
+        assert info.value.details["ownership"]["group"] == 1
+        with pytest.raises(EpochMismatch):
+            await node.get_memory(NS, upper, LINEARIZABLE)
+        assert node.table.epoch == (2, 1)
+        assert EPOCH_RETRIES >= 3
+        # Keys of the other group are unaffected.
+        assert (await node.put_memory(NS, mem(ids_in(node, 0, 1)[0]), None))["version"] == 1
+
+
+async def test_placement_admin_routes_on_a_real_node(tmp_path: Path) -> None:
+    async with one_node(tmp_path) as node, serve(node, admin_token="t") as client:
+        auth = {"Authorization": "Bearer t"}
+        status, body = await send(client, "GET", "/admin/ranges", headers=auth)
+        assert status == 200, body
+        assert body["epoch"] == {"version": 1, "conf_ver": 1}
+        assert [(r["start"], r["end"], r["group"]) for r in body["ranges"]] == [
+            ("0000000000000000", "8000000000000000", 0), ("8000000000000000", "end", 1)]
+        assert all(r["leader"] == "n1" and r["replicas"] == ["n1"] and r["confirmed"]
+                   for r in body["ranges"])
+
+        status, plan = await send(client, "POST", "/admin/rebalance?dry_run=true", headers=auth)
+        assert status == 200, plan
+        assert plan["view"]["nodes"] == [{"id": "n1", "state": "up"}]
+        assert [g["leader"] for g in plan["view"]["groups"]] == ["n1", "n1"]
+        assert plan["operators"] == []  # one node, one replica each: nothing to do
+
+        status, body = await send(client, "POST", "/admin/rebalance", headers=auth)
+        assert_error(status, body, 501, "not_implemented")
+        status, body = await send(client, "GET", "/admin/operators", headers=auth)
+        assert status == 200 and body["operators"] == []
+
+        await move_upper_half_to_g0(node)
+        status, body = await send(client, "GET", "/admin/ranges", headers=auth)
+        # The table is still the old one, and says which range its group no longer owns.
+        assert [r["confirmed"] for r in body["ranges"]] == [True, False]
+        assert body["ranges"][1]["group_epoch"] == {"version": 2, "conf_ver": 1}
