@@ -1,4 +1,5 @@
-"""The ``raftmem`` command: ``up`` (a local cluster), ``node`` (one process), ``status``.
+"""The ``raftmem`` command: ``up`` (a local cluster), ``node`` (one process), ``status``,
+``admin`` (placement: cluster, ranges, rebalance --dry-run, operators).
 
 The CLI is the outermost layer: it may import the API package to run a node.
 """
@@ -239,6 +240,156 @@ def status(data_dir: str) -> None:
             for gid, g in (cl or {}).get("groups", {}).items():
                 click.echo(f"    group {gid}: {g['role']:<8} leader={g['leader']} term={g['term']} "
                            f"commit={g['commit_index']} applied={g['applied_index']}")
+
+
+
+# --- admin: talk to any node's admin API ----------------------------------------------
+
+
+class AdminClient:
+    """HTTP to one node's /admin routes, with the admin token from RAFTMEM_ADMIN_TOKEN."""
+
+    def __init__(self, node: str, token: str | None, timeout: float) -> None:
+        base = node if "://" in node else f"http://{node}"
+        self.base = base.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def call(self, method: str, path: str) -> Any:
+        """The parsed JSON answer; a ClickException with the server's error otherwise."""
+        req = urllib.request.Request(self.base + path, method=method)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return orjson.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                err = orjson.loads(raw)["error"]
+                text = f"{err['code']}: {err['message']}"
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                text = raw[:200].decode("utf-8", "replace") or str(e.reason)
+            hint = " (set RAFTMEM_ADMIN_TOKEN to the node's admin token)" if e.code == 401 else ""
+            raise click.ClickException(f"{method} {path}: HTTP {e.code} {text}{hint}") from None
+        except (OSError, orjson.JSONDecodeError) as e:
+            raise click.ClickException(f"cannot reach {self.base}: {e}") from None
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Columns padded to their widest cell; None shows as '-'."""
+    cells = [[("-" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in cells]
+    return "\n".join(lines)
+
+
+def _admin_options(fn: Any) -> Any:
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the node's JSON answer.")(fn)
+    fn = click.option("--timeout", type=float, default=10.0, show_default=True,
+                      help="Seconds to wait for the node.")(fn)
+    fn = click.option("--node", "node_addr", default="127.0.0.1:7001", show_default=True,
+                      envvar="RAFTMEM_NODE",
+                      help="API address (host:port or URL) of any node [env RAFTMEM_NODE].")(fn)
+    return fn
+
+
+def _client(node_addr: str, timeout: float) -> AdminClient:
+    return AdminClient(node_addr, os.environ.get("RAFTMEM_ADMIN_TOKEN") or None, timeout)
+
+
+def _echo_json(body: Any) -> None:
+    click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group()
+def admin() -> None:
+    """Inspect placement through any node's admin API (token: RAFTMEM_ADMIN_TOKEN)."""
+
+
+@admin.command("cluster")
+@_admin_options
+def admin_cluster(node_addr: str, timeout: float, as_json: bool) -> None:
+    """Nodes, groups (as the answering node's replicas see them) and the routing epoch."""
+    body = _client(node_addr, timeout).call("GET", "/admin/cluster")
+    if as_json:
+        _echo_json(body)
+        return
+    epoch = body.get("routing", {}).get("epoch", {})
+    click.echo(f"cluster {body.get('cluster_id')}  answered by {body.get('node')}  "
+               f"routing epoch v{epoch.get('version')}/c{epoch.get('conf_ver')}")
+    click.echo("")
+    click.echo(format_table(["NODE", "API", "RAFT"],
+                            [[n.get("id"), n.get("api"), n.get("raft")] for n in body.get("nodes", [])]))
+    click.echo("")
+    replicas = body.get("routing", {}).get("groups", {})
+    rows = [[gid, g.get("role"), g.get("leader"), g.get("term"), g.get("commit_index"),
+             g.get("applied_index"), " ".join(replicas.get(gid, []))]
+            for gid, g in sorted(body.get("groups", {}).items(), key=lambda kv: int(kv[0]))]
+    click.echo(format_table(["GROUP", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICAS"],
+                            rows))
+
+
+@admin.command("ranges")
+@_admin_options
+def admin_ranges(node_addr: str, timeout: float, as_json: bool) -> None:
+    """Every range: owning group, the version it was received at, leader, replicas."""
+    body = _client(node_addr, timeout).call("GET", "/admin/ranges")
+    if as_json:
+        _echo_json(body)
+        return
+    epoch = body["epoch"]
+    click.echo(f"routing epoch v{epoch['version']}/c{epoch['conf_ver']} on {body['node']}"
+               f" ({body['routing_refreshes']} refreshes)")
+    rows = [[r["start"], r["end"], r["group"], r["range_version"], r["leader"],
+             " ".join(r["replicas"]), "yes" if r["confirmed"] else "NO"]
+            for r in body["ranges"]]
+    click.echo(format_table(["START", "END", "GROUP", "VERSION", "LEADER", "REPLICAS",
+                             "CONFIRMED"], rows))
+
+
+@admin.command("rebalance")
+@click.option("--dry-run", is_flag=True, help="Only show the plan and why (all there is yet).")
+@_admin_options
+def admin_rebalance(dry_run: bool, node_addr: str, timeout: float, as_json: bool) -> None:
+    """The placement planner's operators for the cluster, with reasons."""
+    path = "/admin/rebalance?dry_run=true" if dry_run else "/admin/rebalance"
+    body = _client(node_addr, timeout).call("POST", path)
+    if as_json:
+        _echo_json(body)
+        return
+    view = body["view"]
+    states = ", ".join(f"{n['id']} {n['state']}" for n in view["nodes"])
+    click.echo(f"view from {body['node']}: {states}; {len(view['groups'])} groups, "
+               f"{view['replicas']} replicas each")
+    ops = body["operators"]
+    if not ops:
+        click.echo("nothing to do: placement rules and balance goals are met")
+        return
+    rows = [[i, op["kind"], op["group"], op["node"], op["target"], op["conf_ver"], op["reason"]]
+            for i, op in enumerate(ops, 1)]
+    click.echo(format_table(["#", "OPERATOR", "GROUP", "NODE", "TARGET", "CONF_VER", "REASON"],
+                            rows))
+    if body.get("dry_run"):
+        click.echo("(dry run: nothing was changed)")
+
+
+@admin.command("operators")
+@_admin_options
+def admin_operators(node_addr: str, timeout: float, as_json: bool) -> None:
+    """Operators in progress."""
+    body = _client(node_addr, timeout).call("GET", "/admin/operators")
+    if as_json:
+        _echo_json(body)
+        return
+    if not body["operators"]:
+        click.echo(f"no operators ({body['message']})")
+        return
+    click.echo(format_table(["OPERATOR", "GROUP", "NODE", "TARGET", "REASON"],
+                            [[o["kind"], o["group"], o["node"], o["target"], o["reason"]]
+                             for o in body["operators"]]))
 
 
 if __name__ == "__main__":

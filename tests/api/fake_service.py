@@ -310,7 +310,16 @@ class FakeMemoryService:
 
     async def cluster_state(self) -> dict[str, Any]:
         self._enter("cluster_state")
-        return {"nodes": [{"id": "fake-1", "address": "127.0.0.1:7000"}], "groups": []}
+        # The node's shape, trimmed (raftmem.node.Node.cluster_state).
+        return {
+            "node": "fake-1", "cluster_id": "fake",
+            "nodes": [{"id": "fake-1", "api": "127.0.0.1:7000", "raft": "127.0.0.1:7100"}],
+            "routing": {"epoch": {"version": 1, "conf_ver": 1},
+                        "ranges": [{"start": "0000000000000000", "end": "end", "group": 0}],
+                        "groups": {"0": ["fake-1"]}},
+            "groups": {"0": {"role": "leader", "leader": "fake-1", "term": 1,
+                             "commit_index": 3, "applied_index": 3}},
+        }
 
     async def digests(self) -> dict[str, Any]:
         return {"node": "fake-1", "groups": {"0": {"applied_index": 0,
