@@ -13,6 +13,11 @@ Contract with the Raft layer (which calls from ONE thread, the tick thread):
   backwards.
 * Data commands outside the group's ownership (or routed with an older table)
   answer ``epoch_mismatch`` and change nothing (``ownership.py``).
+
+The search accelerator (:mod:`raftmem.statemachine.vecindex`) is kept here:
+rebuilt from the database on open and after a snapshot install, told of each
+entry's changes before the entry commits (undone if it rolls back), and found
+by Readers of the same file in this process through ``vecindex.lookup``.
 """
 
 from __future__ import annotations
@@ -25,16 +30,19 @@ import apsw
 from raftmem.commands import decode
 from raftmem.errors import CorruptionError
 from raftmem.keyspace import Ownership
-from raftmem.statemachine import ops, ownership, schema, snapshot
+from raftmem.statemachine import ops, ownership, schema, snapshot, vecindex
 from raftmem.statemachine.schema import open_writer, read_applied_index
 
 Result = dict[str, Any]
 
 
 class StateMachine:
-    def __init__(self, path: str, genesis: Ownership | None = None) -> None:
+    def __init__(
+        self, path: str, genesis: Ownership | None = None, search_index: bool = True
+    ) -> None:
         """``genesis``: the group's ownership under the cluster's initial routing table,
-        written unless the database already holds a record (see ``ownership.py``)."""
+        written unless the database already holds a record (see ``ownership.py``).
+        ``search_index``: keep the in-memory vector index searches use (vecindex.py)."""
         self.path = path
         self._conn = open_writer(path)
         # Cached: read on every apply, and only apply/install change it.
@@ -42,10 +50,19 @@ class StateMachine:
         self._checkpointer: apsw.Connection | None = None
         self._genesis = genesis
         self._ownership = self._load_ownership()
+        self._index: vecindex.VectorIndex | None = None
+        if search_index:
+            self._index = vecindex.VectorIndex(path)
+            self._index.rebuild(self._conn, self._applied)
+            vecindex.register(self._index)
 
     @property
     def applied_index(self) -> int:
         return self._applied
+
+    @property
+    def search_index(self) -> vecindex.VectorIndex | None:
+        return self._index
 
     @property
     def ownership(self) -> Ownership | None:
@@ -61,20 +78,38 @@ class StateMachine:
             return {"ok": True, "skipped": True}
         cmd = decode(payload)
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        # Index changes happen before the commit, so a reader whose snapshot
+        # holds this entry finds them (vecindex.py, "Consistency").
+        sink = None if self._index is None else self._index.begin(index)
+        token = ops.INDEX_SINK.set(sink)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            ops.INDEX_SINK.reset(token)
+            if sink is not None:
+                sink.rollback()
+            raise
         try:
             result = self._execute(conn, cmd, self._ownership)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
             conn.execute("COMMIT")
         except BaseException as exc:
             # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL).
-            if not conn.getautocommit():
-                conn.execute("ROLLBACK")
+            try:
+                if not conn.getautocommit():
+                    conn.execute("ROLLBACK")
+            finally:
+                ops.INDEX_SINK.reset(token)
+                if sink is not None:
+                    sink.rollback()
             if isinstance(exc, Exception):
                 raise CorruptionError(
                     f"apply of entry {index} ({cmd.get('op')}) failed: {exc!r}"
                 ) from exc
             raise
+        ops.INDEX_SINK.reset(token)
+        if sink is not None:
+            sink.commit()
         self._applied = index
         if cmd["op"] == "set_ownership" and result.get("changed"):
             self._ownership = ownership.load(conn)
@@ -132,6 +167,9 @@ class StateMachine:
         snap_index, _ = snapshot.read_meta(path)
         if snap_index <= self._applied:
             return False
+        if self._index is not None:
+            # Readers of the new content take the SQLite path until the rebuild.
+            self._index.seal(self._applied)
         snapshot.install(self._conn, path)
         self._applied = read_applied_index(self._conn)
         # A snapshot brings its own record (one from before ownership existed
@@ -141,6 +179,8 @@ class StateMachine:
             raise CorruptionError(
                 f"installed snapshot says applied_index {self._applied}, expected {snap_index}"
             )
+        if self._index is not None:
+            self._index.rebuild(self._conn, self._applied)
         return True
 
     def checkpoint(self) -> None:
@@ -150,6 +190,9 @@ class StateMachine:
         schema.checkpoint(self._checkpointer)
 
     def close(self) -> None:
+        if self._index is not None:
+            vecindex.unregister(self._index)
+            self._index.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
         self._conn.close()

@@ -13,7 +13,8 @@ is a bug or corruption; the caller rolls back and fail-stops.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import apsw
 import numpy as np
@@ -54,6 +55,31 @@ class Namespace:
             "metric": self.metric,
             "created_at": self.created_at,
         }
+
+
+class IndexSink(Protocol):
+    """Told of every change to what search sees (the in-memory vector index, vecindex.py)."""
+
+    def namespace_created(self, nid: int, dim: int, metric: str) -> None: ...
+
+    def memory_added(
+        self, nid: int, mrow: int, embedding: np.ndarray, agent_id: str, expires_at: int | None
+    ) -> None: ...
+
+    def memory_changed(
+        self,
+        nid: int,
+        mrow: int,
+        embedding: np.ndarray | None,
+        agent_id: str,
+        expires_at: int | None,
+    ) -> None: ...
+
+    def memory_removed(self, nid: int, mrow: int) -> None: ...
+
+
+# Set by StateMachine.apply around a command; None when nobody keeps an index.
+INDEX_SINK: ContextVar[IndexSink | None] = ContextVar("raftmem_index_sink", default=None)
 
 
 def error(code: str, message: str, **details: Any) -> Result:
@@ -113,6 +139,9 @@ def _remove(conn: apsw.Connection, nid: int, mrow: int) -> None:
     conn.execute("DELETE FROM memories WHERE rowid = ?", (mrow,))
     conn.execute(f"DELETE FROM {vec_table(nid)} WHERE rowid = ?", (mrow,))
     conn.execute("DELETE FROM memory_tags WHERE mrow = ?", (mrow,))
+    sink = INDEX_SINK.get()
+    if sink is not None:
+        sink.memory_removed(nid, mrow)
 
 
 def _insert_tags(conn: apsw.Connection, ns: str, mrow: int, tags: list[str]) -> None:
@@ -166,6 +195,9 @@ def create_namespace(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
         f"CREATE VIRTUAL TABLE {vec_table(nid)} USING "
         f"vec0(embedding float[{int(dim)}] distance_metric={metric})"
     )
+    sink = INDEX_SINK.get()
+    if sink is not None:
+        sink.namespace_created(nid, dim, metric)
     ns = Namespace(nid, name, dim, metric, ts)
     return {"ok": True, "namespace": ns.to_dict(), "created": True}
 
@@ -210,6 +242,9 @@ def _put_one(conn: apsw.Connection, ns: Namespace, mem: Any, ts: int) -> Result:
         (mrow, _vec_bytes(mem["embedding"])),
     )
     _insert_tags(conn, ns.name, mrow, tags)
+    sink = INDEX_SINK.get()
+    if sink is not None:
+        sink.memory_added(ns.nid, mrow, mem["embedding"], mem["agent_id"], mem["expires_at"])
     row = (
         mem["id"],
         ns.name,
@@ -308,6 +343,9 @@ def patch(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
             f"UPDATE {vec_table(ns.nid)} SET embedding = ? WHERE rowid = ?",
             (_vec_bytes(fields["embedding"]), mrow),
         )
+    sink = INDEX_SINK.get()
+    if sink is not None and not {"embedding", "agent_id", "expires_at"}.isdisjoint(fields):
+        sink.memory_changed(ns.nid, mrow, fields.get("embedding"), new[2], new[9])
     return {"ok": True, "memory": memory_from_row(tuple(new))}
 
 

@@ -17,6 +17,7 @@ without it.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Self
@@ -26,6 +27,7 @@ import orjson
 
 from raftmem.errors import ValidationError
 from raftmem.keyspace import Ownership
+from raftmem.statemachine import vecindex
 from raftmem.statemachine.ops import Namespace, load_namespace
 from raftmem.statemachine.ownership import load as load_ownership
 from raftmem.statemachine.schema import (
@@ -157,6 +159,7 @@ class Reader:
         self.path = path
         self._conn = open_connection(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
         self._in_txn = False
+        self._index_key = os.path.realpath(path)
 
     def close(self) -> None:
         self._conn.close()
@@ -282,7 +285,10 @@ class Reader:
     ) -> MemoryList:
         """Exact top-``k`` live memories by (distance, id), after filters.
 
-        sqlite-vec's KNN (an exhaustive scan, so exact) does the work, with
+        When this process keeps the database's in-memory vector index (the
+        state machine does, see vecindex.py), it answers as of this
+        transaction's applied index, and only the top k rows are read from
+        SQLite. Otherwise sqlite-vec's KNN (an exhaustive scan, so exact) does the work, with
         filters pushed into it as ``rowid IN (...)``, as long as its answer
         provably holds the top k (see ``_vec0_top``); otherwise (k over vec0's
         limit, or a large group of ties straddling its cut-off) a full distance
@@ -296,7 +302,9 @@ class Reader:
             if nsdef is None:
                 return []
             query = self._query_vector(nsdef, vector)
-            scored = self._knn(nsdef, query, k, where, params, has_filter, now_ms)
+            scored = self._indexed(nsdef, query, k, flt or {}, where, params, now_ms)
+            if scored is None:
+                scored = self._knn(nsdef, query, k, where, params, has_filter, now_ms)
             if scored is None:
                 scored = self._scan(nsdef, query, k, where, params)
             return [
@@ -322,6 +330,48 @@ class Reader:
         if nsdef.metric == "cosine" and not bool(np.any(q)):
             raise ValidationError("a zero query vector has no cosine distance")
         return q.tobytes()
+
+    def _indexed(
+        self,
+        nsdef: Namespace,
+        query: bytes,
+        k: int,
+        flt: Mapping[str, Any],
+        where: str,
+        params: Params,
+        now_ms: int,
+    ) -> Scored | None:
+        """Top-k through the in-memory index, or None when there is none or it cannot answer."""
+        index = vecindex.lookup(self._index_key)
+        if index is None:
+            return None
+        # filter_sql has validated the filter; the index judges agent and TTL
+        # itself, SQLite the rest (on the rows the index proposes).
+        others = bool(
+            flt.get("tags_any")
+            or flt.get("tags_all")
+            or flt.get("metadata")
+            or flt.get("created_after") is not None
+            or flt.get("created_before") is not None
+        )
+
+        def fetch_rows(rowids: list[int]) -> dict[int, dict[str, Any]]:
+            return self._memories_among(where, params, rowids)
+
+        def restrict() -> np.ndarray:
+            rows = fetch(self._conn, f"SELECT m.rowid FROM memories m WHERE {where}", params)
+            return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+        return index.search(
+            nsdef.nid,
+            self.applied_index(),
+            np.frombuffer(query, dtype="<f4"),
+            k,
+            now_ms,
+            flt.get("agent_id"),
+            fetch_rows,
+            restrict if others else None,
+        )
 
     def _memories_among(
         self, where: str, params: Params, rowids: Params
