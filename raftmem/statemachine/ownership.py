@@ -29,6 +29,7 @@ router retries the same request id at the right group).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import apsw
@@ -44,9 +45,14 @@ DATA_OPS = frozenset({"put", "put_batch", "patch", "delete"})
 
 def load(conn: apsw.Connection) -> Ownership | None:
     rows = fetch(conn, "SELECT body FROM ownership WHERE id = 1")
-    if not rows:
-        return None
-    return Ownership.from_dict(orjson.loads(rows[0][0]))
+    return _parse(rows[0][0]) if rows else None
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(body: str) -> Ownership:
+    # Readers look the record up on every single-key read; it rarely changes,
+    # and an Ownership is immutable, so one parse per distinct record.
+    return Ownership.from_dict(orjson.loads(body))
 
 
 def store(conn: apsw.Connection, own: Ownership) -> None:
