@@ -64,6 +64,7 @@ after a snapshot install.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import os
 import sys
@@ -173,6 +174,17 @@ class _PosList:
             self.arr[n] = value
         self.n = n + 1
 
+    def extend(self, values: np.ndarray) -> None:
+        n, m = self.n, len(values)
+        if n + m > len(self.arr):
+            grown = np.empty(max(16, 2 * (n + m)), dtype=np.int64)
+            grown[:n] = self.arr[:n]
+            grown[n : n + m] = values
+            self.arr = grown
+        else:
+            self.arr[n : n + m] = values
+        self.n = n + m
+
     def view(self) -> np.ndarray:
         n = self.n  # count first: the array read next holds at least n values
         return self.arr[:n]
@@ -251,6 +263,57 @@ class _Generation:
         blk.n = j + 1  # publish the row
         self.count = pos + 1
         return pos
+
+    def extend(
+        self,
+        vecs: np.ndarray,
+        rowid: np.ndarray,
+        born: np.ndarray,
+        died: np.ndarray,
+        expires: np.ndarray,
+        agent: np.ndarray,
+        serial: np.ndarray,
+    ) -> None:
+        """Append many rows at once (rebuild, compaction): ``append`` without the per-row cost."""
+        m = len(vecs)
+        if m == 0:
+            return
+        sq = np.einsum("ij,ij->i", vecs.astype(np.float64), vecs.astype(np.float64))
+        norms = np.sqrt(sq)
+        if self.metric == "cosine":
+            aux = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+            if bool(np.any(norms < _NORM_MIN)):
+                self.unsafe = True
+        else:
+            aux = sq
+        if bool(np.any(norms > _NORM_MAX)):
+            self.unsafe = True
+        self.max_sq = max(self.max_sq, float(sq.max()))
+        first = self.count
+        i = 0
+        while i < m:
+            blk = self._block_for_append()
+            room = min(blk.cap - blk.n, m - i)
+            a, b = blk.n, blk.n + room
+            blk.vec[a:b] = vecs[i : i + room]
+            blk.aux[a:b] = aux[i : i + room]
+            blk.rowid[a:b] = rowid[i : i + room]
+            blk.born[a:b] = born[i : i + room]
+            blk.died[a:b] = died[i : i + room]
+            blk.expires[a:b] = expires[i : i + room]
+            blk.agent[a:b] = agent[i : i + room]
+            blk.serial[a:b] = serial[i : i + room]
+            blk.n = b
+            self.count += room
+            i += room
+        order = np.argsort(agent, kind="stable")
+        codes, starts = np.unique(agent[order], return_index=True)
+        for code, chunk in zip(codes.tolist(), np.split(order, starts[1:]), strict=True):
+            plist = self.agents.get(int(code))
+            if plist is None:
+                plist = self.agents[int(code)] = _PosList()
+            plist.extend(chunk + first)
+        self.dead += int(np.count_nonzero(died != INF))
 
     def locate(self, pos: int) -> tuple[_Block, int]:
         b = bisect.bisect_right(self.starts, pos) - 1
@@ -559,20 +622,34 @@ class VectorIndex:
                     conn, "SELECT rowid, agent_id, expires_at FROM memories WHERE ns = ?", (name,)
                 )
             }
-            rows = sorted(
-                (int(r), bytes(e))
-                for r, e in conn.execute(f"SELECT rowid, embedding FROM {vec_table(nid)}")
-            )
-            if len(rows) != len(attrs) or any(r not in attrs for r, _ in rows):
+            seen = 0
+            cursor = conn.execute(f"SELECT rowid, embedding FROM {vec_table(nid)}")
+            while True:
+                chunk: list[tuple[int, bytes]] = list(itertools.islice(cursor, 4096))
+                if not chunk:
+                    break
+                seen += len(chunk)
+                if any(r not in attrs or len(e) != 4 * dim for r, e in chunk):
+                    break
+                rowids = np.fromiter((r for r, _ in chunk), dtype=np.int64, count=len(chunk))
+                vecs = np.frombuffer(b"".join(e for _, e in chunk), dtype="<f4")
+                found = [attrs[r] for r, _ in chunk]
+                serials = np.arange(space.next_serial, space.next_serial + len(chunk))
+                space.next_serial += len(chunk)
+                space.gen.extend(
+                    vecs.reshape(len(chunk), dim),
+                    rowids,
+                    np.zeros(len(chunk), dtype=np.int64),
+                    np.full(len(chunk), INF, dtype=np.int64),
+                    np.fromiter((e for _, e in found), dtype=np.int64, count=len(chunk)),
+                    np.fromiter(
+                        (space.agent_code(a) for a, _ in found), dtype=np.int32, count=len(chunk)
+                    ),
+                    serials,
+                )
+                space.live.update(zip(rowids.tolist(), serials.tolist(), strict=True))
+            if seen != len(attrs) or len(space.live) != len(attrs):
                 self._break(space, "memories and vectors disagree")
-                continue
-            for rowid, blob in rows:
-                agent, expires = attrs[rowid]
-                serial = space.next_serial
-                space.next_serial += 1
-                vec = np.frombuffer(blob, dtype="<f4")
-                space.gen.append(vec, rowid, 0, expires, space.agent_code(agent), serial)
-                space.live[rowid] = serial
         with self._lock:
             self._spaces = spaces
             self._committed = applied
@@ -786,38 +863,23 @@ class VectorIndex:
         src, base = plan.src, plan.base
         new = _Generation(src.dim, src.metric, base)
         sources: list[np.ndarray] = []
-        agent_parts: list[np.ndarray] = []
         for start, blk, n in src.snapshot_blocks():
             n = min(n, plan.rows - start)
             if n <= 0:
                 break
             keep = np.nonzero(blk.died[:n] > base)[0]
             sources.append(start + keep)
-            agent_parts.append(blk.agent[keep])
-            i = 0
-            while i < len(keep):
-                dst = new._block_for_append()
-                room = min(dst.cap - dst.n, len(keep) - i)
-                sel = keep[i : i + room]
-                a, b = dst.n, dst.n + room
-                dst.vec[a:b] = blk.vec[sel]
-                dst.aux[a:b] = blk.aux[sel]
-                dst.rowid[a:b] = blk.rowid[sel]
-                dst.born[a:b] = blk.born[sel]
-                dst.expires[a:b] = blk.expires[sel]
-                dst.agent[a:b] = blk.agent[sel]
-                dst.serial[a:b] = blk.serial[sel]
-                dst.n = b
-                new.count += room
-                i += room
-        new.max_sq = src.max_sq
-        new.unsafe = src.unsafe
+            # died is re-read under the lock in compact_finish
+            new.extend(
+                blk.vec[keep],
+                blk.rowid[keep],
+                blk.born[keep],
+                np.full(len(keep), INF, dtype=np.int64),
+                blk.expires[keep],
+                blk.agent[keep],
+                blk.serial[keep],
+            )
         plan.sources = np.concatenate(sources) if sources else np.empty(0, dtype=np.int64)
-        agents = np.concatenate(agent_parts) if agent_parts else np.empty(0, dtype=np.int32)
-        order = np.argsort(agents, kind="stable")
-        codes, firsts = np.unique(agents[order], return_index=True)
-        for code, chunk in zip(codes.tolist(), np.split(order, firsts[1:]), strict=True):
-            new.agents[int(code)] = _PosList(chunk)
         plan.new = new
 
     def compact_finish(self, plan: _CompactionPlan) -> bool:
@@ -851,8 +913,6 @@ class VectorIndex:
                     died=int(blk.died[j]),
                 )
             new.until = src.until
-            new.unsafe = new.unsafe or src.unsafe
-            new.max_sq = max(new.max_sq, src.max_sq)
             space.gen = new
             self.compactions += 1
         return True
