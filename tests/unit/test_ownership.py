@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftmem import commands as C
 from raftmem.errors import EpochMismatch, ValidationError, from_result_error
@@ -329,3 +331,33 @@ def test_hash_is_shared_by_router_and_state_machine() -> None:
     from raftmem.placement import ring
 
     assert ring.hash_key is hash_key
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_merge_property_every_point_goes_to_its_newest_claim(data: st.DataObject) -> None:
+    """Random records over a small ring window: the merged table has no hole and gives
+    each point to the claim with the highest range version (else keeps the old group)."""
+    n_groups = data.draw(st.integers(1, 4))
+    table = initial_table(["n1"], n_groups, 1)
+    points = sorted(data.draw(st.sets(st.integers(0, RING_SIZE), min_size=2, max_size=8)))
+    records = []
+    for g in range(n_groups):
+        cuts = sorted(data.draw(st.sets(st.sampled_from(points), max_size=4)))
+        ranges = tuple(OwnedRange(a, b, data.draw(st.integers(1, 5)))
+                       for a, b in zip(cuts[::2], cuts[1::2], strict=False) if a < b)
+        version = max([1, *(r.version for r in ranges)])
+        records.append(Ownership(g, version, 1, ranges))
+    t = merge_ownership(table, records)
+    assert t.ranges[0].start == 0 and t.ranges[-1].end == RING_SIZE
+    assert all(a.end == b.start and a.start < a.end for a, b in zip(t.ranges, t.ranges[1:],
+                                                                      strict=False))
+    probes = {p for p in points if p < RING_SIZE} | {max(p - 1, 0) for p in points}
+    for h in probes:
+        claims = [(r.version, o.version, o.conf_ver, -o.group) for o in records
+                  if (r := o.range_for(h)) is not None]
+        if claims:
+            assert t.group_for_hash(h) == -max(claims)[3]
+        else:
+            assert t.group_for_hash(h) == table.group_for_hash(h)
+    assert t.version == max([1, *(o.version for o in records)])
