@@ -46,7 +46,7 @@ from raftmem.placement import planner
 from raftmem.placement.routing import RoutingTable, initial_table, merge_ownership
 from raftmem.readpolicy import Decision, ReplicaView, decide, effective_tier, strongest
 from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, ProposalFailed
-from raftmem.statemachine import Reader, StateMachine
+from raftmem.statemachine import Reader, StateMachine, vecindex
 from raftmem.types import RESPONSE_META, Memory, ReadOptions, SearchFilter
 
 log = structlog.get_logger("raftmem.node")
@@ -849,5 +849,8 @@ class Node:
                 "isolated": sorted(self.host.mux.isolated),
             },
             "durable": self.opts.durable,
+            # each group replica's in-memory search index (rows, bytes): vecindex.py
+            "search_index": {str(g): vecindex.stats_for(self._db_path(g))
+                             for g in self.table.groups},
         }
 
