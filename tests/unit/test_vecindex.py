@@ -7,6 +7,7 @@ Most tests forbid the SQLite (vec0) path, so the answers are the index's own.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -458,3 +459,96 @@ def test_without_a_state_machine_in_process_search_uses_sqlite(tmp_path: Path) -
             assert r.search("ns", np.ones(2, dtype=np.float32), 3, None, 5) == []
             nsdef = load_namespace(r._conn, "ns")
             assert nsdef is not None and nsdef.nid == 1
+
+
+def test_same_answers_as_the_vec0_path(world: World) -> None:
+    rng = np.random.default_rng(29)
+    populate(world, rng, 250)
+    index = world.sm.search_index
+    assert index is not None
+    with Reader(world.path) as r:
+        for q in [rng.standard_normal(DIM).astype(np.float32) for _ in range(4)]:
+            for flt in FILTERS:
+                for k in (1, 10, 100):
+                    got = r.search("ns", q, k, flt, world.ts)
+                    vecindex.unregister(index)
+                    try:
+                        want = r.search("ns", q, k, flt, world.ts)
+                    finally:
+                        vecindex.register(index)
+                    assert [h["memory"] for h in got] == [h["memory"] for h in want]
+                    for g, w in zip(got, want, strict=True):
+                        assert g["distance"] == pytest.approx(w["distance"], abs=1e-5)
+                        assert g["score"] == pytest.approx(w["score"], abs=1e-5)
+
+
+def test_concurrent_readers_see_their_snapshot(tmp_path: Path) -> None:
+    """Readers search on threads while entries apply (and compactions run): each
+    answer must be the reference at the applied index its transaction saw."""
+    rng = np.random.default_rng(31)
+    w = World(str(tmp_path / "c.db"), "cosine")
+    populate(w, rng, 150)
+    index = w.sm.search_index
+    assert index is not None
+    index.compact_min_dead = 25
+    # Precompute the commands and the model after each of them.
+    plan: list[dict[str, Any]] = []
+    history: dict[int, dict[str, dict[str, Any]]] = {w.index: dict(w.model)}
+    model = {m: dict(r) for m, r in w.model.items()}
+    ts, at = w.ts, w.index
+    for step in range(300):
+        ts += 10
+        at += 1
+        live = sorted(model)
+        mid = live[int(rng.integers(len(live)))]
+        if step % 3 == 0:
+            emb = rng.standard_normal(DIM).astype(np.float32)
+            plan.append(C.patch("ns", mid, {"embedding": emb}, None, ts, None, None))
+            model[mid] = {**model[mid], "embedding": emb}
+        elif step % 3 == 1:
+            plan.append(C.delete("ns", mid, None, ts, None, None))
+            del model[mid]
+        else:
+            emb = rng.standard_normal(DIM).astype(np.float32)
+            m = {"id": f"c{step}", "agent_id": AGENTS[step % 5], "text": "", "embedding": emb}
+            plan.append(C.put("ns", {**m, "expires_at": None}, ts, None, None))
+            model[m["id"]] = {**m, "tags": [], "metadata": {}, "expires_at": None, "created_at": ts}
+        history[at] = dict(model)
+    # populate's expiring rows are all gone by then, in every version of the model
+    now = max(r["expires_at"] or 0 for r in w.model.values()) + 1
+    queries = [rng.standard_normal(DIM).astype(np.float32) for _ in range(8)]
+    done = threading.Event()
+    failures: list[str] = []
+    checked = [0]
+
+    def read() -> None:
+        with Reader(w.path) as r:
+            i = 0
+            while not done.is_set() or i < 4:
+                q = queries[i % len(queries)]
+                flt = [None, {"agent_id": "a1"}][i % 2]
+                with r.transaction():
+                    s = r.applied_index()
+                    got = hits_of(r.search("ns", q, 7, flt, now))
+                want = reference(history[s], "cosine", q, 7, flt, now)
+                if [m for m, _ in got] != [m for m, _ in want]:
+                    failures.append(f"at {s}: {got} != {want}")
+                checked[0] += 1
+                i += 1
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for cmd in plan:
+            w.apply(cmd)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+        if index._compactor is not None:
+            index._compactor.join()
+    assert not failures, failures[:3]
+    assert checked[0] >= 12
+    assert index.stats()["compactions"] >= 1
+    w.sm.close()
