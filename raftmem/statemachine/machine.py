@@ -38,11 +38,13 @@ Result = dict[str, Any]
 
 class StateMachine:
     def __init__(
-        self, path: str, genesis: Ownership | None = None, search_index: bool = True
+        self, path: str, genesis: Ownership | None = None, search_index: bool | None = None
     ) -> None:
         """``genesis``: the group's ownership under the cluster's initial routing table,
         written unless the database already holds a record (see ``ownership.py``).
-        ``search_index``: keep the in-memory vector index searches use (vecindex.py)."""
+        ``search_index``: keep the in-memory vector index searches use (vecindex.py);
+        None: yes, unless the environment says ``RAFTMEM_SEARCH_INDEX=0`` (the
+        vec0-only path, for comparisons)."""
         self.path = path
         self._conn = open_writer(path)
         # Cached: read on every apply, and only apply/install change it.
@@ -51,6 +53,8 @@ class StateMachine:
         self._genesis = genesis
         self._ownership = self._load_ownership()
         self._index: vecindex.VectorIndex | None = None
+        if search_index is None:
+            search_index = os.environ.get("RAFTMEM_SEARCH_INDEX", "1") != "0"
         if search_index:
             self._index = vecindex.VectorIndex(path)
             self._index.rebuild(self._conn, self._applied)
