@@ -50,6 +50,10 @@ def main() -> None:
 @click.option("--max-body-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
 @click.option("--write-timeout", type=float, default=5.0, show_default=True,
               help="Seconds a write may take before it answers 504 (indefinite).")
+@click.option("--read-barrier", type=click.Choice(["read-index", "log"]), default="read-index",
+              show_default=True,
+              help="How linearizable reads confirm leadership: a quorum of heartbeat acks "
+                   "(read-index) or a no-op entry through the Raft log (log).")
 @click.option("--unsafe-local-reads", is_flag=True, hidden=True,
               help="TEST ONLY: skip read barriers (breaks linearizability on purpose).")
 @click.option("--unsafe-session-ignore-token", is_flag=True, hidden=True,
@@ -58,7 +62,7 @@ def main() -> None:
               help="TEST ONLY: lease reads while followers vote without pre-vote or stickiness.")
 def node(cluster_file: str, node_id: str, data_dir: str | None, no_fsync: bool, json_logs: bool,
          admin_token: str | None, max_body_bytes: int, write_timeout: float,
-         unsafe_local_reads: bool, unsafe_session_ignore_token: bool,
+         read_barrier: str, unsafe_local_reads: bool, unsafe_session_ignore_token: bool,
          unsafe_lease_without_stickiness: bool) -> None:
     """Run one node process (raft groups + HTTP API) until SIGTERM."""
     from api.server import run_node
@@ -76,7 +80,7 @@ def node(cluster_file: str, node_id: str, data_dir: str | None, no_fsync: bool, 
     opts = NodeOptions(
         durable=not no_fsync, json_logs=json_logs, admin_token=admin_token,
         max_body_bytes=max_body_bytes, write_timeout_s=write_timeout,
-        unsafe_local_reads=unsafe_local_reads,
+        read_barrier=read_barrier, unsafe_local_reads=unsafe_local_reads,
         unsafe_session_ignore_token=unsafe_session_ignore_token,
         unsafe_lease_without_stickiness=unsafe_lease_without_stickiness,
     )

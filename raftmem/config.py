@@ -147,6 +147,10 @@ class NodeOptions:
     purge_interval_s: float = 5.0
     dedup_window_s: float = 600.0
     read_workers: int = 4
+    # How a linearizable read confirms leadership: "read-index" (a quorum of
+    # heartbeat acks, no log write) or "log" (a no-op entry through the log,
+    # the slower original path; also the fallback when a ReadIndex fails).
+    read_barrier: str = "read-index"
     # Test-only: serve reads from local state without the read barrier. Breaks
     # linearizability on purpose so jepsen_like can show it catches it.
     unsafe_local_reads: bool = False

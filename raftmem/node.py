@@ -7,10 +7,11 @@ until the deadline. Retrying is always safe: definite failures never reached a
 log, and indefinite ones are deduplicated by request id inside the state
 machine, so a write applies at most once however often it is proposed.
 
-Read path (linearizable): wait for a read barrier — a no-op entry through the
-group's log, shared by every read that arrived before it was proposed — then
-query the local replica, whose state now includes every write acknowledged
-before the read began.
+Read path (linearizable): confirm with a ReadIndex — the leader's commit index,
+confirmed by a quorum of heartbeat acks, shared by every read that arrived
+before it started; a no-op entry through the group's log when it cannot be had
+— then query the local replica once it has applied that index: its state now
+includes every write acknowledged before the read began.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class Node:
         self.routing_refreshes = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
+        self.read_index_fallbacks = 0
 
     def _state_machine(self, path: str) -> StateMachine:
         """A group replica's state machine, created with the group's genesis ownership:
@@ -240,6 +242,9 @@ class Node:
 
     async def _run_barrier(self, group: int, fut: asyncio.Future[None]) -> None:
         try:
+            if self.opts.read_barrier == "read-index" and await self._read_index(group):
+                fut.set_result(None)
+                return
             await self._propose(group, commands.barrier(), timeout=self.opts.read_timeout_s)
             fut.set_result(None)
         except RaftmemError as e:
@@ -253,6 +258,17 @@ class Node:
             b.current = None
             if b.next is not None:
                 self._launch_barrier(group)
+
+    async def _read_index(self, group: int) -> bool:
+        """Confirm a linearizable read with a ReadIndex and wait until the local replica
+        has applied its index (docs/consistency.md). False when it cannot be had: the
+        caller falls back to the barrier through the log."""
+        try:
+            await asyncio.wait_for(self.host.read_index(group), self.opts.read_timeout_s)
+        except (ProposalFailed, TimeoutError):
+            self.read_index_fallbacks += 1
+            return False
+        return True
 
     def _reader(self, group: int) -> Reader:
         readers: dict[int, Reader] | None = getattr(self._local, "readers", None)
@@ -852,5 +868,7 @@ class Node:
             # each group replica's in-memory search index (rows, bytes): vecindex.py
             "search_index": {str(g): vecindex.stats_for(self._db_path(g))
                              for g in self.table.groups},
+            "reads": {"barrier": self.opts.read_barrier,
+                      "read_index_fallbacks": self.read_index_fallbacks},
         }
 

@@ -58,6 +58,9 @@ class RaftTiming:
     # lasts election_min * (1 - drift) from the send time of the heartbeat a
     # majority acknowledged.
     lease_drift: float = 0.1
+    # A ReadIndex request that is not answered within this time fails (the
+    # node then falls back to a read barrier through the log).
+    read_index_timeout: float = 1.0
     compaction_entries: int = 20_000
     compaction_seconds: int = 600
     # pysyncobj counts entries only, and keeps the whole log in memory: a bulk
@@ -83,6 +86,9 @@ class Outcome:
         FAIL_REASON.LEADER_CHANGED: "leader_changed",
         FAIL_REASON.UNKNOWN_OUTCOME: "unknown_outcome",
     }
+
+
+ReadIndexCallback = Callable[[int | None, str | None], None]
 
 
 class ProposalFailed(Exception):
@@ -162,6 +168,14 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self._hb_acked: dict[str, float] = {}
         self._hb_to_ack: dict[str, int] = {}
         self._lease_term = -1
+        # ReadIndex (docs/consistency.md): reads confirmed on the leader, reads
+        # this replica asked its leader for, reads waiting for the local apply.
+        self._ri_confirm: list[tuple[float, int, int, ReadIndexCallback]] = []
+        self._ri_asked: dict[int, tuple[float, str, ReadIndexCallback]] = {}
+        self._ri_apply: list[tuple[int, float, ReadIndexCallback]] = []
+        self._ri_seq = 0
+        self._ri_forced_at = float("-inf")
+        self.read_index_heartbeats = 0
         transport.outgoing_hook = self._on_send
         self._synced_len = -1
         self._synced_last: Any = None
@@ -180,6 +194,9 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
     def _on_message(self, node: Any, message: dict[str, Any]) -> None:
         """Every Raft message for this replica passes here first (the hardening seam)."""
         kind = message.get("type")
+        if kind == "rm_ri" or kind == "rm_ri_resp":
+            self._on_read_index_message(node, message)
+            return
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self._leader_contact = time.monotonic()
             if "rm_hb" in message:
@@ -276,6 +293,128 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         if hint < message["next_node_idx"]:
             message["next_node_idx"] = hint
             self.rejections_hinted += 1
+
+    # -- ReadIndex ---------------------------------------------------------
+    #
+    # A linearizable read needs (1) an index that covers every write
+    # acknowledged before the read arrived, and (2) the certainty that the
+    # replica handing out that index was still the leader when it did. The
+    # leader takes its commit index when the read reaches it (its term's no-op
+    # applied, so that index covers everything committed by earlier leaders)
+    # and holds the read until a majority, itself included, has acknowledged
+    # a heartbeat sent *after* that moment: no other leader can have been
+    # elected before those acknowledgements, so nothing was committed beyond
+    # the index elsewhere. The replica serving the read then waits until it
+    # has applied that index. No log entry, no fsync, no clock assumptions.
+
+    def read_index(self, callback: ReadIndexCallback) -> None:
+        """Raft thread: ``callback(index, None)`` once this replica may serve a
+        linearizable read from local state at ``index``; ``callback(None, reason)``
+        if it cannot (no leader, leadership lost, timed out)."""
+        now = time.monotonic()
+
+        def then_apply(index: int | None, err: str | None) -> None:
+            if index is None:
+                callback(None, err)
+            else:
+                self._ri_apply.append((index, now, callback))
+
+        if self._isLeader():
+            self._ri_begin(now, then_apply)
+            return
+        leader = self._getLeader()
+        if leader is None:
+            callback(None, "no_leader")
+            return
+        self._ri_seq += 1
+        self._ri_asked[self._ri_seq] = (now, str(leader.id), then_apply)
+        self._SyncObj__transport.send(leader, {"type": "rm_ri", "id": self._ri_seq})
+
+    def _ri_begin(self, now: float, callback: ReadIndexCallback) -> None:
+        if not self.noop_applied():
+            callback(None, "leader_not_ready")
+            return
+        self._ri_confirm.append((now, self.raftCommitIndex, self.raftCurrentTerm, callback))
+
+    def _on_read_index_message(self, node: Any, message: dict[str, Any]) -> None:
+        if message["type"] == "rm_ri":
+            rid = message.get("id")
+
+            def answer(index: int | None, err: str | None) -> None:
+                self._SyncObj__transport.send(
+                    node, {"type": "rm_ri_resp", "id": rid, "index": index, "error": err})
+
+            if self._isLeader():
+                self._ri_begin(time.monotonic(), answer)
+            else:
+                answer(None, "not_leader")
+            return
+        asked = self._ri_asked.pop(message.get("id", -1), None)
+        if asked is not None:
+            index = message.get("index")
+            asked[2](index if isinstance(index, int) else None,
+                     None if isinstance(index, int) else str(message.get("error")))
+
+    def read_index_tick(self, timeout: float) -> None:
+        """Raft thread, every loop iteration: confirm, forward and complete reads."""
+        if not (self._ri_confirm or self._ri_asked or self._ri_apply):
+            return
+        now = time.monotonic()
+        if self._ri_confirm:
+            self._ri_confirm_tick(now, timeout)
+        if self._ri_asked:
+            leader = self._getLeader()
+            leader_id = None if leader is None else str(leader.id)
+            for rid, (t, asked, cb) in list(self._ri_asked.items()):
+                if asked != leader_id or now - t > timeout:
+                    del self._ri_asked[rid]
+                    cb(None, "leader_changed" if asked != leader_id else "timeout")
+        if self._ri_apply:
+            applied = self.raftLastApplied
+            waiting = []
+            for index, t, cb in self._ri_apply:
+                if applied >= index:
+                    cb(index, None)
+                elif now - t > timeout:
+                    cb(None, "apply_timeout")
+                else:
+                    waiting.append((index, t, cb))
+            self._ri_apply = waiting
+
+    def _ri_confirm_tick(self, now: float, timeout: float) -> None:
+        term = self.raftCurrentTerm
+        if not self._isLeader():
+            pending, self._ri_confirm = self._ri_confirm, []
+            for _t, _i, _term, cb in pending:
+                cb(None, "not_leader")
+            return
+        needed = (len(self._others) + 1) // 2  # acks besides our own
+        if needed == 0:
+            confirmed = float("inf")
+        elif self._lease_term != term or len(self._hb_acked) < needed:
+            confirmed = float("-inf")
+        else:
+            confirmed = sorted(self._hb_acked.values(), reverse=True)[needed - 1]
+        waiting = []
+        newest = float("-inf")
+        for item in self._ri_confirm:
+            t, index, t_term, cb = item
+            if t_term != term:
+                cb(None, "not_leader")
+            elif confirmed > t:
+                cb(index, None)
+            elif now - t > timeout:
+                cb(None, "timeout")
+            else:
+                waiting.append(item)
+                newest = max(newest, t)
+        self._ri_confirm = waiting
+        if waiting and self._ri_forced_at < newest:
+            # Heartbeats sent after the newest waiting read; their acks confirm
+            # every read waiting now. One round per loop iteration at most.
+            self._ri_forced_at = now
+            self.read_index_heartbeats += 1
+            self._SyncObj__sendAppendEntries()
 
     def lease_until(self) -> float:
         """Monotonic time until which no other leader can exist, or -inf.
@@ -491,6 +630,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             "votes_refused": self.votes_refused,
             "stale_acks_ignored": self.stale_acks_ignored,
             "rejections_hinted": self.rejections_hinted,
+            "read_index_heartbeats": self.read_index_heartbeats,
         }
 
 
@@ -536,7 +676,7 @@ class GroupHost:
         self._sync_pool = ThreadPoolExecutor(max(1, len(self.replicas)), thread_name_prefix="fsync")
         # Proposal outcomes gathered during one loop iteration, handed to the
         # asyncio loop in one wake-up instead of one per proposal.
-        self._outcomes: list[tuple[Callable[[Any, int], None], Any, int]] = []
+        self._outcomes: list[tuple[Callable[[Any, Any], None], Any, Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------
@@ -603,6 +743,7 @@ class GroupHost:
         try:
             r.gate_election()
             r.doTick(0.0)
+            r.read_index_tick(self.cfg.timing.read_index_timeout)
         except CorruptionError as e:
             # Fail-stop: a replica that cannot apply an entry deterministically
             # must not apply anything after it.
@@ -675,6 +816,32 @@ class GroupHost:
         self.mux.wake()
         return fut
 
+    def read_index(self, group_id: int) -> asyncio.Future[int]:
+        """An index at which the local replica may serve a linearizable read, once
+        it has applied it (see ``GroupReplica.read_index``). Fails with a definite
+        :class:`ProposalFailed` when it cannot be had; nothing was written."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        fut: asyncio.Future[int] = loop.create_future()
+        r = self.replicas[group_id]
+        if r.failed is not None:
+            fut.set_exception(ProposalFailed("replica_failed", definite=True))
+            return fut
+
+        def settle(index: Any, err: Any) -> None:
+            if fut.done():
+                return
+            if err is None:
+                fut.set_result(index)
+            else:
+                fut.set_exception(ProposalFailed(str(err), definite=True))
+
+        def callback(index: int | None, err: str | None) -> None:  # raft thread
+            self._outcomes.append((settle, index, err))
+
+        self.call_soon(lambda: r.read_index(callback))
+        return fut
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the raft thread (everything pysyncobj touches lives there)."""
         self._calls.append(fn)
@@ -691,7 +858,7 @@ class GroupHost:
         self.call_soon(self.mux.heal)
 
 
-def _settle_all(batch: list[tuple[Callable[[Any, int], None], Any, int]]) -> None:
+def _settle_all(batch: list[tuple[Callable[[Any, Any], None], Any, Any]]) -> None:
     for settle, res, err in batch:
         settle(res, err)
 

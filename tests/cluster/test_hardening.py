@@ -42,9 +42,10 @@ class MemSM:
 
 
 @asynccontextmanager
-async def hosts(tmp: str, hardening: frozenset[str], durable: bool = True) -> AsyncIterator[list[GroupHost]]:
-    ports = free_ports(3)
-    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(3)}
+async def hosts(tmp: str, hardening: frozenset[str], durable: bool = True,
+                members: int = 3) -> AsyncIterator[list[GroupHost]]:
+    ports = free_ports(members)
+    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(members)}
     hs = [GroupHost(HostConfig(
         node_id=n, raft_bind=peers[n], peers=peers, groups={0: list(peers)},
         data_dir=os.path.join(tmp, n), secret=b"test", durable=durable, timing=RaftTiming(),
