@@ -157,7 +157,7 @@ class _PosList:
 
     def __init__(self, initial: np.ndarray | None = None) -> None:
         if initial is None:
-            self.arr = np.empty(16, dtype=np.int64)
+            self.arr = np.empty(4, dtype=np.int64)
             self.n = 0
         else:
             self.arr = np.array(initial, dtype=np.int64)
@@ -166,7 +166,7 @@ class _PosList:
     def append(self, value: int) -> None:
         n = self.n
         if n == len(self.arr):
-            grown = np.empty(max(16, 2 * n), dtype=np.int64)
+            grown = np.empty(max(4, 2 * n), dtype=np.int64)
             grown[:n] = self.arr[:n]
             grown[n] = value
             self.arr = grown  # holds the old prefix, so a reader's n stays valid
@@ -177,7 +177,7 @@ class _PosList:
     def extend(self, values: np.ndarray) -> None:
         n, m = self.n, len(values)
         if n + m > len(self.arr):
-            grown = np.empty(max(16, 2 * (n + m)), dtype=np.int64)
+            grown = np.empty(max(4, 2 * (n + m)), dtype=np.int64)
             grown[:n] = self.arr[:n]
             grown[n : n + m] = values
             self.arr = grown
@@ -205,6 +205,7 @@ class _Generation:
         self.max_sq = 0.0  # largest |x|^2 of any row (l2 error bound)
         self.unsafe = False  # a norm outside [_NORM_MIN, _NORM_MAX]
         self.agents: dict[int, _PosList] = {}
+        self.first_serials: list[int] = []  # serial of each block's row 0 (for position_of)
         self._max_rows = max(_MIN_ROWS, _BLOCK_BYTES // (4 * dim))
 
     # --- writing (raft thread, or a compaction thread on a private generation) ---------
@@ -243,6 +244,8 @@ class _Generation:
     ) -> int:
         blk = self._block_for_append()
         j = blk.n
+        if j == 0:
+            self.first_serials.append(serial)
         aux, sq = self.aux_of(vec)
         self._note_norm(sq)
         blk.vec[j] = vec
@@ -295,6 +298,8 @@ class _Generation:
             blk = self._block_for_append()
             room = min(blk.cap - blk.n, m - i)
             a, b = blk.n, blk.n + room
+            if a == 0:
+                self.first_serials.append(int(serial[i]))
             blk.vec[a:b] = vecs[i : i + room]
             blk.aux[a:b] = aux[i : i + room]
             blk.rowid[a:b] = rowid[i : i + room]
@@ -321,8 +326,7 @@ class _Generation:
 
     def position_of(self, serial: int) -> int:
         """The position of a row version by its serial (serials ascend with position)."""
-        firsts = [int(blk.serial[0]) for blk in self.blocks if blk.n]
-        b = bisect.bisect_right(firsts, serial) - 1
+        b = bisect.bisect_right(self.first_serials, serial) - 1
         if b < 0:
             raise KeyError(serial)
         blk = self.blocks[b]
@@ -335,7 +339,8 @@ class _Generation:
 
     def nbytes(self) -> int:
         total = sum(blk.nbytes() for blk in list(self.blocks))
-        return total + sum(int(p.arr.nbytes) for p in list(self.agents.values()))
+        # an agent list: its array plus ~200 bytes of objects and dict entry
+        return total + sum(int(p.arr.nbytes) + 200 for p in list(self.agents.values()))
 
     def snapshot_blocks(self) -> list[tuple[int, _Block, int]]:
         """(start, block, rows) per block, as of now; every block but the last is full."""
@@ -571,11 +576,12 @@ class _Search:
 class _Journal:
     """Index changes of the entry being applied, to undo them if it rolls back."""
 
-    __slots__ = ("index", "undo")
+    __slots__ = ("index", "touched", "undo")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.undo: list[Callable[[], None]] = []
+        self.touched: set[int] = set()
 
 
 class VectorIndex:
@@ -680,8 +686,8 @@ class VectorIndex:
         if journal is not None:
             self._committed = journal.index
         self._lock.release()
-        if journal is not None and journal.undo:
-            self._maybe_compact()
+        if journal is not None and journal.touched:
+            self._maybe_compact(journal.touched)
 
     def rollback(self) -> None:
         journal = self._journal
@@ -783,6 +789,7 @@ class VectorIndex:
                 del space.live[mrow]
 
         journal.undo.append(undo)
+        journal.touched.add(space.nid)
 
     def _kill(self, journal: _Journal, space: _Space, mrow: int) -> tuple[_Block, int] | None:
         serial = space.live.pop(mrow, None)
@@ -805,6 +812,7 @@ class VectorIndex:
             space.live[mrow] = serial
 
         journal.undo.append(undo)
+        journal.touched.add(space.nid)
         return blk, j
 
     @staticmethod
@@ -820,12 +828,13 @@ class VectorIndex:
         gen = space.gen
         return gen.dead >= self.compact_min_dead and gen.dead >= self.compact_fraction * gen.count
 
-    def _maybe_compact(self) -> None:
+    def _maybe_compact(self, nids: set[int]) -> None:
         if not self.background_compaction or self._closed:
             return
         if self._compactor is not None and self._compactor.is_alive():
             return
-        todo = [nid for nid, s in self._spaces.items() if self._needs_compaction(s)]
+        spaces = [self._spaces.get(nid) for nid in nids]
+        todo = [s.nid for s in spaces if s is not None and self._needs_compaction(s)]
         if todo:
             self._compactor = threading.Thread(
                 target=self._compact_all, args=(todo,), name="vecindex-compact", daemon=True
