@@ -24,6 +24,7 @@ from typing import Any, Self
 
 import numpy as np
 import orjson
+import structlog
 
 from raftmem.errors import ValidationError
 from raftmem.keyspace import Ownership
@@ -38,6 +39,8 @@ from raftmem.statemachine.schema import (
     read_applied_index,
     vec_table,
 )
+
+log = structlog.get_logger("raftmem.reader")
 
 # Aliases: inside Reader, "list" names the method, not the builtin.
 MemoryList = list[dict[str, Any]]
@@ -362,16 +365,21 @@ class Reader:
             rows = fetch(self._conn, f"SELECT m.rowid FROM memories m WHERE {where}", params)
             return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-        return index.search(
-            nsdef.nid,
-            self.applied_index(),
-            np.frombuffer(query, dtype="<f4"),
-            k,
-            now_ms,
-            flt.get("agent_id"),
-            fetch_rows,
-            restrict if others else None,
-        )
+        try:
+            return index.search(
+                nsdef.nid,
+                self.applied_index(),
+                np.frombuffer(query, dtype="<f4"),
+                k,
+                now_ms,
+                flt.get("agent_id"),
+                fetch_rows,
+                restrict if others else None,
+            )
+        except Exception:
+            # The accelerator must never cost an answer: vec0 still has it.
+            log.exception("search_index_failed")
+            return None
 
     def _memories_among(
         self, where: str, params: Params, rowids: Params

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import logging
 import os
 import sys
 import threading
@@ -74,10 +73,11 @@ from typing import Any
 
 import apsw
 import numpy as np
+import structlog
 
 from raftmem.statemachine.schema import fetch, vec_table
 
-log = logging.getLogger("raftmem.vecindex")
+log = structlog.get_logger("raftmem.vecindex")
 
 INF = int(np.iinfo(np.int64).max)
 
@@ -819,7 +819,7 @@ class VectorIndex:
     def _break(space: _Space, why: str) -> None:
         # Never fail an apply over the accelerator: searches of this namespace
         # go through SQLite until the next rebuild.
-        log.error("vector index of namespace %s disabled: %s", space.nid, why)
+        log.error("search_index_disabled", namespace_id=space.nid, reason=why)
         space.broken = True
 
     # --- compaction -----------------------------------------------------------------
@@ -848,7 +848,7 @@ class VectorIndex:
             try:
                 self.compact(nid)
             except Exception:
-                log.exception("vector index compaction of namespace %s failed", nid)
+                log.exception("search_index_compaction_failed", namespace_id=nid)
 
     def compact(self, nid: int) -> bool:
         """Drop dead row versions of one namespace; True if a new generation was published."""
