@@ -40,7 +40,7 @@ log = structlog.get_logger("raftmem.host")
 
 # Our fixes of pysyncobj defects (docs/consensus.md), all on by default; tests
 # switch them off one by one to reproduce a defect against bare pysyncobj.
-HARDENING = frozenset({"stale_acks", "prevote", "commit_hint"})
+HARDENING = frozenset({"stale_acks", "prevote", "commit_hint", "compaction_guard"})
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,8 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self.snapshot_path = os.path.join(data_dir, "raft.snapshot")
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_result: int | None = None  # a SERIALIZER_STATE, reported once
+        self._snapshot_index = 0  # the log index the snapshot in progress covers
+        self.compactions_refused = 0
         self.snapshots_taken = 0
         self.snapshots_installed = 0
         self.last_snapshot_seconds = 0.0
@@ -517,6 +519,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         correct (its own applied index travels with it; see the state machine).
         """
         last_entry, prev_entry, cluster = data
+        self._snapshot_index = int(last_entry[1])
         meta = wire.encode([last_entry, prev_entry, sorted(str(n.id) for n in cluster)])
         # An exception here would leave pysyncobj's serializer marked busy for
         # good (no more compaction, no snapshot sends): leave nothing to fail on.
@@ -559,8 +562,22 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         if thread.is_alive():
             return SERIALIZER_STATE.SERIALIZING
         self._snapshot_thread = None
-        return self._snapshot_result if self._snapshot_result is not None \
+        result = self._snapshot_result if self._snapshot_result is not None \
             else SERIALIZER_STATE.FAILED
+        journal = self._SyncObj__raftLog
+        if result == SERIALIZER_STATE.SUCCESS and "compaction_guard" in self.hardening \
+                and (not len(journal) or journal[-1][1] < self._snapshot_index):
+            # Defect 2 of docs/consensus.md: the log was truncated below the
+            # snapshot's index while the snapshot was written (a re-send, defect
+            # 1); compacting up to that index now would leave pysyncobj an empty
+            # log and an IndexError on every tick. The snapshot on disk is good;
+            # only this compaction is skipped (the next one will do).
+            self.compactions_refused += 1
+            log.warning("compaction_refused", group=self.group_id,
+                        snapshot_index=self._snapshot_index,
+                        log_end=journal[-1][1] if len(journal) else None)
+            return SERIALIZER_STATE.FAILED
+        return result
 
     def _read_snapshot(self, path: str) -> tuple[Any, Any, list[str]]:
         if os.path.getsize(path) == 0:
@@ -631,6 +648,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             "stale_acks_ignored": self.stale_acks_ignored,
             "rejections_hinted": self.rejections_hinted,
             "read_index_heartbeats": self.read_index_heartbeats,
+            "compactions_refused": self.compactions_refused,
         }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,13 +44,13 @@ class MemSM:
 
 @asynccontextmanager
 async def hosts(tmp: str, hardening: frozenset[str], durable: bool = True,
-                members: int = 3) -> AsyncIterator[list[GroupHost]]:
+                members: int = 3, sm_factory: Any = MemSM) -> AsyncIterator[list[GroupHost]]:
     ports = free_ports(members)
     peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(members)}
     hs = [GroupHost(HostConfig(
         node_id=n, raft_bind=peers[n], peers=peers, groups={0: list(peers)},
         data_dir=os.path.join(tmp, n), secret=b"test", durable=durable, timing=RaftTiming(),
-        sm_factory=MemSM, hardening=hardening,
+        sm_factory=sm_factory, hardening=hardening,
     )) for n in peers]
     for h in hs:
         h.start()
@@ -171,6 +172,56 @@ def test_defect_8_deposed_leader_never_catches_up_under_load(tmp_path) -> None:
         str(tmp_path / "bare"), HARDENING - {"commit_hint"})), \
         "bare pysyncobj caught up with a conflicting log tail under load: re-check defect 8"
     assert asyncio.run(deposed_leader_catches_up_under_load(str(tmp_path / "ours"), HARDENING))
+
+
+class GatedSnapshotSM(MemSM):
+    """Writes its snapshot only when the test opens the gate."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+
+    def snapshot_to(self, path: str, meta: bytes) -> None:
+        assert self.gate.wait(10), "the test never opened the snapshot gate"
+        with open(path, "wb") as f:
+            f.write(meta)
+
+
+async def log_after_compacting_past_a_truncation(tmp: str, hardening: frozenset[str]) -> tuple[int, str | None]:
+    """Defect 2's mechanism, step by step: a follower starts a snapshot at its
+    applied index; while it is written, the log is truncated below that index
+    (what pysyncobj does when a leader re-sends entries it already has, defect
+    1); then the snapshot completes and pysyncobj compacts up to its index.
+    Returns the follower's log length and its fail-stop reason afterwards."""
+    async with hosts(tmp, hardening, sm_factory=GatedSnapshotSM) as hs:
+        li = await poll(lambda: leader_index(hs), 10, "a leader")
+        await asyncio.gather(*(asyncio.wait_for(hs[li].propose(0, b"x"), 5) for _ in range(30)))
+        fi = (li + 1) % 3
+        f = hs[fi].replicas[0]
+        await poll(lambda: f.raftLastApplied >= 30 or None, 5, "the follower to apply")
+        # Nothing reaches the follower from now on: the truncation stays as it is.
+        hs[fi].isolate([h.cfg.node_id for h in hs if h is not hs[fi]], silent=True)
+        hs[fi].call_soon(f.forceLogCompaction)
+        await poll(lambda: f._snapshot_thread is not None or None, 5, "the snapshot to start")
+        first = f._SyncObj__raftLog[0][1]
+        hs[fi].call_soon(lambda: f._SyncObj__deleteEntriesFrom(first + 5))
+        await poll(lambda: f._SyncObj__raftLog[-1][1] == first + 4 or None, 5, "the truncation")
+        f.sm.gate.set()
+        await poll(lambda: f._snapshot_thread is None or None, 5, "the snapshot to be collected")
+        # An empty log fails the next tick that looks at it — at the latest when
+        # the isolated follower's election timer fires (0.25-0.5 s). Give it 2 s.
+        with contextlib.suppress(AssertionError):
+            await poll(lambda: f.failed is not None or None, 2, "a fail-stop")
+        return len(f._SyncObj__raftLog), f.failed
+
+
+def test_defect_2_compacting_past_a_truncated_log_empties_it(tmp_path) -> None:
+    length, failed = asyncio.run(log_after_compacting_past_a_truncation(
+        str(tmp_path / "bare"), HARDENING - {"compaction_guard"}))
+    assert length == 0 and failed is not None and "IndexError" in failed, \
+        f"bare pysyncobj kept a log of {length} entries ({failed}): re-check defect 2"
+    length, failed = asyncio.run(log_after_compacting_past_a_truncation(str(tmp_path / "ours"), HARDENING))
+    assert length > 0 and failed is None
 
 
 def test_defect_1_stale_acks_rewind_next_index(tmp_path) -> None:
