@@ -385,10 +385,12 @@ class Reader:
         self, where: str, params: Params, rowids: Params
     ) -> dict[int, dict[str, Any]]:
         """Memories among ``rowids`` that pass ``where``, by rowid."""
+        # CROSS JOIN: look the rowids up one by one. Left to itself the planner
+        # may scan an agent's whole index (memories_agent) instead.
         rows = fetch(
             self._conn,
-            f"SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m"
-            f" WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {where}",
+            f"SELECT {MEMORY_COLUMNS}, m.rowid FROM json_each(?) AS j"
+            f" CROSS JOIN memories m ON m.rowid = j.value WHERE {where}",
             [orjson.dumps(rowids).decode(), *params],
         )
         return {r[10]: memory_from_row(r) for r in rows}
