@@ -68,7 +68,7 @@ import itertools
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apsw
@@ -281,7 +281,9 @@ class _Generation:
         m = len(vecs)
         if m == 0:
             return
-        sq = np.einsum("ij,ij->i", vecs.astype(np.float64), vecs.astype(np.float64))
+        v64 = vecs.astype(np.float64)
+        sq = np.einsum("ij,ij->i", v64, v64)
+        del v64
         norms = np.sqrt(sq)
         if self.metric == "cosine":
             aux = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
@@ -636,45 +638,67 @@ class VectorIndex:
         for nid, name, dim, metric in fetch(
             conn, "SELECT nid, name, dim, metric FROM namespaces ORDER BY nid"
         ):
-            space = spaces[nid] = _Space(nid, dim, metric, applied)
             attrs = {
                 r: (a, INF if e is None else e)
                 for r, a, e in fetch(
                     conn, "SELECT rowid, agent_id, expires_at FROM memories WHERE ns = ?", (name,)
                 )
             }
-            seen = 0
-            cursor = conn.execute(f"SELECT rowid, embedding FROM {vec_table(nid)}")
-            while True:
-                chunk: list[tuple[int, bytes]] = list(itertools.islice(cursor, 4096))
-                if not chunk:
-                    break
-                seen += len(chunk)
-                if any(r not in attrs or len(e) != 4 * dim for r, e in chunk):
-                    break
-                rowids = np.fromiter((r for r, _ in chunk), dtype=np.int64, count=len(chunk))
-                vecs = np.frombuffer(b"".join(e for _, e in chunk), dtype="<f4")
-                found = [attrs[r] for r, _ in chunk]
-                serials = np.arange(space.next_serial, space.next_serial + len(chunk))
-                space.next_serial += len(chunk)
-                space.gen.extend(
-                    vecs.reshape(len(chunk), dim),
-                    rowids,
-                    np.zeros(len(chunk), dtype=np.int64),
-                    np.full(len(chunk), INF, dtype=np.int64),
-                    np.fromiter((e for _, e in found), dtype=np.int64, count=len(chunk)),
-                    np.fromiter(
-                        (space.agent_code(a) for a, _ in found), dtype=np.int32, count=len(chunk)
-                    ),
-                    serials,
-                )
-                space.live.update(zip(rowids.tolist(), serials.tolist(), strict=True))
-            if seen != len(attrs) or len(space.live) != len(attrs):
-                self._break(space, "memories and vectors disagree")
+            space = _Space(nid, dim, metric, applied)
+            if not self._load(conn, space, attrs, _stored_chunks(conn, nid, dim)):
+                # vec0's storage is not laid out as expected: its own (slower) scan
+                space = _Space(nid, dim, metric, applied)
+                if not self._load(conn, space, attrs, _scanned_chunks(conn, nid, dim)):
+                    self._break(space, "memories and vectors disagree")
+            spaces[nid] = space
         with self._lock:
             self._spaces = spaces
             self._committed = applied
             self.rebuilds += 1
+
+    @staticmethod
+    def _load(
+        conn: apsw.Connection,
+        space: _Space,
+        attrs: dict[int, tuple[str, int]],
+        chunks: Iterator[tuple[np.ndarray, np.ndarray]],
+    ) -> bool:
+        """Fill ``space`` from (rowids, vectors) chunks; False unless they are exactly the
+        namespace's memories (and a few vectors match vec0's own answer)."""
+        try:
+            for rowids, vecs in chunks:
+                found = [attrs.get(r) for r in rowids.tolist()]
+                if any(f is None for f in found):
+                    return False
+                known = [f for f in found if f is not None]
+                m = len(rowids)
+                serials = np.arange(space.next_serial, space.next_serial + m, dtype=np.int64)
+                space.next_serial += m
+                space.gen.extend(
+                    vecs,
+                    rowids,
+                    np.zeros(m, dtype=np.int64),
+                    np.full(m, INF, dtype=np.int64),
+                    np.fromiter((e for _, e in known), dtype=np.int64, count=m),
+                    np.fromiter((space.agent_code(a) for a, _ in known), dtype=np.int32, count=m),
+                    serials,
+                )
+                space.live.update(zip(rowids.tolist(), serials.tolist(), strict=True))
+        except (apsw.Error, ValueError):
+            return False
+        if len(space.live) != len(attrs) or space.next_serial != len(attrs):
+            return False
+        gen = space.gen
+        for pos in sorted({int(p) for p in np.linspace(0, gen.count - 1, 16)} if gen.count else ()):
+            blk, j = gen.locate(pos)
+            rows = fetch(
+                conn,
+                f"SELECT embedding FROM {vec_table(space.nid)} WHERE rowid = ?",
+                (int(blk.rowid[j]),),
+            )
+            if not rows or bytes(rows[0][0]) != blk.vec[j].astype("<f4").tobytes():
+                return False
+        return True
 
     def seal(self, applied: int) -> None:
         """From now on serve no snapshot beyond ``applied`` (before the database is replaced)."""
@@ -1001,6 +1025,54 @@ class _CompactionPlan:
         self.base = base
         self.sources = np.empty(0, dtype=np.int64)
         self.new: _Generation | None = None
+
+
+# --- reading vectors out of SQLite ------------------------------------------------------
+
+
+def _stored_chunks(
+    conn: apsw.Connection, nid: int, dim: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rowids, vectors) of vec_<nid>, read from vec0's storage tables chunk by chunk.
+
+    Several times faster than vec0's own full scan (one row at a time). The
+    layout (``_chunks``: validity bitmap, LSB first, and rowids; ``_vector_chunks00``:
+    the vectors of a chunk in one blob) is sqlite-vec's; the caller verifies the
+    result against the memories table and vec0's own answers, and falls back to
+    :func:`_scanned_chunks` if anything disagrees.
+    """
+    table = vec_table(nid)
+    chunks = fetch(conn, f"SELECT chunk_id, validity, rowids FROM {table}_chunks ORDER BY chunk_id")
+    for chunk_id, validity, rowids in chunks:
+        # one query per chunk: a join with ORDER BY made SQLite sort the blobs
+        rows = fetch(
+            conn, f"SELECT vectors FROM {table}_vector_chunks00 WHERE rowid = ?", (chunk_id,)
+        )
+        if not rows:
+            raise ValueError(f"chunk {chunk_id} has no vectors")
+        valid = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+        ids = np.frombuffer(rowids, dtype="<i8")
+        vecs = np.frombuffer(rows[0][0], dtype="<f4")
+        n = min(len(valid), len(ids), len(vecs) // dim)
+        keep = valid[:n].astype(bool)
+        if bool(keep.all()):
+            yield ids[:n].astype(np.int64), vecs[: n * dim].reshape(n, dim)
+        else:
+            yield ids[:n][keep].astype(np.int64), vecs[: n * dim].reshape(n, dim)[keep]
+
+
+def _scanned_chunks(
+    conn: apsw.Connection, nid: int, dim: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rowids, vectors) of vec_<nid> through vec0's own full scan, 4096 rows at a time."""
+    cursor = conn.execute(f"SELECT rowid, embedding FROM {vec_table(nid)}")
+    while True:
+        chunk: list[tuple[int, bytes]] = list(itertools.islice(cursor, 4096))
+        if not chunk:
+            return
+        ids = np.fromiter((r for r, _ in chunk), dtype=np.int64, count=len(chunk))
+        vecs = np.frombuffer(b"".join(e for _, e in chunk), dtype="<f4")
+        yield ids, vecs.reshape(len(chunk), dim)
 
 
 # --- the registry: how a Reader finds the index of the database it reads ----------------

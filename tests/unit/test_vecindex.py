@@ -396,6 +396,8 @@ def test_rebuilt_on_open_and_after_snapshot_install(tmp_path: Path, index_only: 
     populate(w, rng, 150)
     for mid in w.permanent()[:20]:
         w.patch(mid, {"embedding": rng.standard_normal(DIM).tolist(), "agent_id": "rare"})
+    for mid in w.permanent()[-15:]:  # holes in vec0's chunks
+        w.delete(mid)
     snap = str(tmp_path / "snap.db")
     w.sm.snapshot_to(snap, b"meta")
     w.sm.close()
@@ -551,4 +553,25 @@ def test_concurrent_readers_see_their_snapshot(tmp_path: Path) -> None:
     assert not failures, failures[:3]
     assert checked[0] >= 12
     assert index.stats()["compactions"] >= 1
+    w.sm.close()
+
+
+def test_rebuild_falls_back_to_vec0s_own_scan(
+    tmp_path: Path, index_only: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(37)
+    w = World(str(tmp_path / "f.db"), "cosine")
+    populate(w, rng, 60)
+    w.sm.close()
+
+    def wrong(conn: Any, nid: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rows = sorted(w.model)
+        yield np.arange(1, len(rows) + 1, dtype=np.int64), np.ones((len(rows), dim), np.float32)
+
+    monkeypatch.setattr(vecindex, "_stored_chunks", wrong)
+    w.sm = StateMachine(w.path)
+    assert w.sm.search_index is not None
+    assert w.sm.search_index.stats()["disabled_namespaces"] == 0
+    with Reader(w.path) as r:
+        check_all(w, rng, r, w.ts)
     w.sm.close()
