@@ -81,10 +81,11 @@ log = structlog.get_logger("raftmem.vecindex")
 
 INF = int(np.iinfo(np.int64).max)
 
-# Block sizes: the first blocks are small (tiny namespaces stay tiny), doubling
-# up to about 8 MiB of vectors per block.
+# Rows per block: about 16 MiB of vectors (64..65,536 rows). Blocks are
+# allocated empty, so pages a namespace has not filled yet cost no memory.
 _MIN_ROWS = 64
-_BLOCK_BYTES = 8 << 20
+_MAX_ROWS = 65_536
+_BLOCK_BYTES = 16 << 20
 # Compaction starts when dead rows exceed this many and a quarter of the rows.
 COMPACT_MIN_DEAD = 8192
 COMPACT_FRACTION = 0.25
@@ -124,7 +125,7 @@ class _Block:
         self.aux = np.empty(cap, dtype=np.float32)
         self.rowid = np.empty(cap, dtype=np.int64)
         self.born = np.empty(cap, dtype=np.int64)
-        self.died = np.full(cap, INF, dtype=np.int64)
+        self.died = np.empty(cap, dtype=np.int64)  # written with every row
         self.expires = np.empty(cap, dtype=np.int64)
         self.agent = np.empty(cap, dtype=np.int32)
         self.serial = np.empty(cap, dtype=np.int64)
@@ -134,20 +135,20 @@ class _Block:
     def cap(self) -> int:
         return int(self.vec.shape[0])
 
-    def nbytes(self) -> int:
-        return sum(
-            int(a.nbytes)
-            for a in (
-                self.vec,
-                self.aux,
-                self.rowid,
-                self.born,
-                self.died,
-                self.expires,
-                self.agent,
-                self.serial,
-            )
+    def nbytes(self, rows: int | None = None) -> int:
+        """Bytes of the first ``rows`` rows (all of the capacity if None)."""
+        arrays = (
+            self.vec,
+            self.aux,
+            self.rowid,
+            self.born,
+            self.died,
+            self.expires,
+            self.agent,
+            self.serial,
         )
+        per_row = sum(int(a.itemsize) * (a.size // self.cap) for a in arrays)
+        return per_row * (self.cap if rows is None else rows)
 
 
 class _PosList:
@@ -206,15 +207,14 @@ class _Generation:
         self.unsafe = False  # a norm outside [_NORM_MIN, _NORM_MAX]
         self.agents: dict[int, _PosList] = {}
         self.first_serials: list[int] = []  # serial of each block's row 0 (for position_of)
-        self._max_rows = max(_MIN_ROWS, _BLOCK_BYTES // (4 * dim))
+        self._rows = min(_MAX_ROWS, max(_MIN_ROWS, _BLOCK_BYTES // (4 * dim)))
 
     # --- writing (raft thread, or a compaction thread on a private generation) ---------
 
     def _block_for_append(self) -> _Block:
         if self.blocks and self.blocks[-1].n < self.blocks[-1].cap:
             return self.blocks[-1]
-        cap = min(self._max_rows, max(_MIN_ROWS, self.count))
-        blk = _Block(cap, self.dim)
+        blk = _Block(self._rows, self.dim)
         self.starts.append(self.count)
         self.blocks.append(blk)
         return blk
@@ -340,7 +340,7 @@ class _Generation:
     # --- reading (any thread) --------------------------------------------------------
 
     def nbytes(self) -> int:
-        total = sum(blk.nbytes() for blk in list(self.blocks))
+        total = sum(blk.nbytes(blk.n) for blk in list(self.blocks))
         # an agent list: its array plus ~200 bytes of objects and dict entry
         return total + sum(int(p.arr.nbytes) + 200 for p in list(self.agents.values()))
 
@@ -349,6 +349,16 @@ class _Generation:
         blocks = list(self.blocks)
         starts = self.starts[: len(blocks)]
         return [(s, blk, blk.n) for s, blk in zip(starts, blocks, strict=True)]
+
+    def split(self, positions: np.ndarray) -> Iterator[tuple[int, _Block, int, int]]:
+        """(block start, block, lo, hi) for the blocks holding ``positions[lo:hi]``
+        (``positions`` ascending)."""
+        nblocks = len(self.blocks)
+        starts = self.starts[:nblocks]
+        cuts = np.searchsorted(positions, starts).tolist() + [len(positions)]
+        for b in range(nblocks):
+            if cuts[b] < cuts[b + 1]:
+                yield starts[b], self.blocks[b], cuts[b], cuts[b + 1]
 
     def gather(self, positions: np.ndarray, *fields: str) -> list[np.ndarray]:
         """The named per-row arrays (``vec``, ``aux``, ``rowid``, ``born``, ``died``,
@@ -459,6 +469,9 @@ class _Search:
         self.fetch_rows = fetch_rows
         self.restrict = restrict
         self.cosine = gen.metric == "cosine"
+        self.qnorm = qsq**0.5
+        # vectors and rowids of the candidates, when they were gathered anyway
+        self.cand: tuple[np.ndarray, np.ndarray] | None = None
         if self.cosine:
             self.q32 = (q64 / qsq**0.5).astype(np.float32)
             self.err = _u32_bound(gen.dim)
@@ -501,20 +514,32 @@ class _Search:
         return self._select(None, vals, lambda: np.concatenate(rowids))
 
     def over_positions(self, positions: np.ndarray) -> Scored:
-        if len(positions) == 0:
+        """Over the rows at ``positions`` (ascending, as agent lists are) only."""
+        vals: list[np.ndarray] = []
+        kept: list[np.ndarray] = []
+        vecs: list[np.ndarray] = []
+        rowids: list[np.ndarray] = []
+        for start, blk, lo, hi in self.gen.split(positions):
+            off = positions[lo:hi] - start
+            off = off[self._visible(blk.born[off], blk.died[off], blk.expires[off])]
+            if len(off):
+                vec = blk.vec[off]
+                vals.append(self._approx(vec, blk.aux[off]))
+                vecs.append(vec)
+                kept.append(off + start)
+                rowids.append(blk.rowid[off])
+        if not vals:
             return []
-        born, died, expires = self.gen.gather(positions, "born", "died", "expires")
-        positions = positions[self._visible(born, died, expires)]
-        vec, aux, rowid = self.gen.gather(positions, "vec", "aux", "rowid")
-        vals = self._approx(vec, aux)
-        return self._select(positions, vals, lambda: rowid)
+        rowid = np.concatenate(rowids)
+        self.cand = (np.concatenate(vecs), rowid)
+        return self._select(np.concatenate(kept), np.concatenate(vals), lambda: rowid)
 
     def _exact(self, vec: np.ndarray) -> np.ndarray:
         """Exact float64 values (cosine distance, or squared l2 distance) of stored vectors."""
         x = vec.astype(np.float64)
         if self.cosine:
-            norms = np.linalg.norm(x, axis=1) * np.linalg.norm(self.q64)
-            out: np.ndarray = 1.0 - (x @ self.q64) / norms
+            norms = np.sqrt(np.einsum("ij,ij->i", x, x)) * self.qnorm
+            out: np.ndarray = 1.0 - np.einsum("ij,j->i", x, self.q64) / norms
             return out
         diff = x - self.q64
         return np.einsum("ij,ij->i", diff, diff)
@@ -578,8 +603,11 @@ class _Search:
         found: dict[int, tuple[float, float, Memory]],
     ) -> None:
         arr = np.asarray(idx, dtype=np.int64)
-        pos = arr if positions is None else positions[arr]
-        vec, rowid = self.gen.gather(pos, "vec", "rowid")
+        if self.cand is not None:
+            vec, rowid = self.cand[0][arr], self.cand[1][arr]
+        else:
+            pos = arr if positions is None else positions[arr]
+            vec, rowid = self.gen.gather(pos, "vec", "rowid")
         rows = self.fetch_rows(rowid.tolist())
         exact = self._exact(vec)
         for i, r, e in zip(idx, rowid.tolist(), exact.tolist(), strict=True):
@@ -1002,15 +1030,20 @@ class VectorIndex:
         return space.search(snapshot, query, k, now_ms, agent, fetch_rows, restrict)
 
     def stats(self) -> dict[str, Any]:
-        """Sizes for operators: rows (all versions), live memories, dead versions, bytes."""
+        """Sizes for operators: rows (all versions), live memories, dead versions, and
+        ``bytes`` in use (rows filled, agent lists, the live map; what the process
+        holds, give or take a page per block), ``vector_bytes`` of which vectors,
+        ``reserved_bytes`` of block capacity (unfilled pages are never touched)."""
         spaces = list(self._spaces.values())
+        blocks = [blk for s in spaces for blk in list(s.gen.blocks)]
         return {
             "namespaces": len(spaces),
             "rows": sum(s.gen.count for s in spaces),
             "live": sum(len(s.live) for s in spaces),
             "dead": sum(s.gen.dead for s in spaces),
             "bytes": sum(s.nbytes() for s in spaces),
-            "vector_bytes": sum(blk.vec.nbytes for s in spaces for blk in list(s.gen.blocks)),
+            "vector_bytes": sum(blk.n * blk.vec.shape[1] * 4 for blk in blocks),
+            "reserved_bytes": sum(blk.nbytes() for blk in blocks),
             "compactions": self.compactions,
             "rebuilds": self.rebuilds,
             "disabled_namespaces": sum(1 for s in spaces if s.broken or s.gen.unsafe),

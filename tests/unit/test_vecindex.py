@@ -152,6 +152,12 @@ def assert_same(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> 
         assert dg == pytest.approx(dw, rel=1e-6, abs=1e-6)
 
 
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 32 rows, so that every test crosses many block boundaries."""
+    monkeypatch.setattr(vecindex, "_MAX_ROWS", 32)
+
+
 @pytest.fixture
 def index_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any search that the index does not answer itself."""
