@@ -2,8 +2,10 @@
 
 Why: sqlite-vec's vec0 KNN scans every vector inside SQLite, slowly and even
 when a filter leaves 1 % of them. This index holds each namespace's vectors in
-float32 blocks and answers a search with one numpy matmul per block (or, with
-an agent filter, over that agent's rows only). SQLite stays the truth: the
+float32 blocks (fixed capacity, about 16 MiB of vectors each, allocated
+untouched: appending is O(dim) and never copies a block) and answers a search
+with one float32 pass per block (or, with an agent filter, over that agent's
+rows only, from per-agent position lists). SQLite stays the truth: the
 rows of the top k are fetched from it in the reader's own transaction, and any
 search the index cannot serve exactly falls back to the vec0 path.
 
@@ -44,12 +46,15 @@ swaps. The new generation holds every row visible at any ``S >= A``, so its
 Exactness
 ---------
 
-Distances are computed approximately in float32 (BLAS), with a proven error
-bound ``E`` (``|error| <= gamma_dim * sum |q_i x_i|`` for any summation order,
-taken 4x over). Every row whose approximate value is within ``2E`` of the k-th
-best is re-scored exactly in float64 from its stored float32 vector, reported
-as float32 (as vec0 reports it), and the top k are ordered by
-(distance, memory id): the same answer the vec0 path gives. Rows are fetched
+Distances are first computed approximately in float32 (numpy ``einsum``, about
+twice OpenBLAS's ``sgemv`` on row-major blocks here), with a proven error bound
+``E`` (``|error| <= gamma_dim * sum |q_i x_i|`` for any summation order, taken
+4x over; for l2 on squared distances). Rows are then taken in approximate
+order, re-scored exactly in float64 from their stored float32 vectors, and
+reported as float32 (as vec0 reports them), until every row not taken is
+provably worse than the k-th: its approximate value minus ``E`` exceeds the
+k-th exact value by more than the float32 rounding of a distance. The top k
+are ordered by (distance, memory id): the same answer the vec0 path gives. Rows are fetched
 from SQLite with the reader's full filter; filters the index does not know
 (tags, metadata, creation time) are applied there, widening the candidate set
 until the top k is provably complete, or, past a budget, by asking SQLite for
@@ -57,7 +62,7 @@ the matching rowids first.
 
 Memory: ``4 * dim + 40`` bytes per row version, plus 8 bytes per row in its
 agent's list and a dict entry per live memory; :meth:`VectorIndex.stats`
-reports it. The index is rebuilt from SQLite when the state machine opens and
+reports it (the node shows it per group in its cluster state). The index is rebuilt from SQLite when the state machine opens and
 after a snapshot install.
 """
 
