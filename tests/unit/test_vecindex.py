@@ -581,3 +581,14 @@ def test_rebuild_falls_back_to_vec0s_own_scan(
     with Reader(w.path) as r:
         check_all(w, rng, r, w.ts)
     w.sm.close()
+
+
+def test_stats_are_found_by_path_while_the_state_machine_is_open(tmp_path: Path) -> None:
+    w = World(str(tmp_path / "s.db"), "l2")
+    populate(w, np.random.default_rng(41), 40)
+    via_other_spelling = str(tmp_path / "." / "s.db")
+    st = vecindex.stats_for(via_other_spelling)
+    assert st is not None and st["live"] == len(w.model) and st["bytes"] > 0
+    assert st["reserved_bytes"] >= st["vector_bytes"] == st["rows"] * DIM * 4
+    w.sm.close()
+    assert vecindex.stats_for(via_other_spelling) is None
