@@ -162,6 +162,7 @@ class Reader:
         self.path = path
         self._conn = open_connection(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
         self._in_txn = False
+        self._applied_memo: int | None = None
         self._index_key = os.path.realpath(path)
 
     def close(self) -> None:
@@ -185,12 +186,18 @@ class Reader:
             yield self
         finally:
             self._in_txn = False
+            self._applied_memo = None
             self._conn.execute("COMMIT")
 
     # --- namespaces ------------------------------------------------------------
 
     def applied_index(self) -> int:
-        return read_applied_index(self._conn)
+        if not self._in_txn:
+            return read_applied_index(self._conn)
+        # One snapshot per transaction: read it once (searches and the node ask).
+        if self._applied_memo is None:
+            self._applied_memo = read_applied_index(self._conn)
+        return self._applied_memo
 
     def ownership(self) -> Ownership | None:
         """The ranges this group owns and their epoch (None: the database checks none)."""
