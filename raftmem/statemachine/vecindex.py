@@ -475,8 +475,6 @@ class _Search:
         self.restrict = restrict
         self.cosine = gen.metric == "cosine"
         self.qnorm = qsq**0.5
-        # vectors and rowids of the candidates, when they were gathered anyway
-        self.cand: tuple[np.ndarray, np.ndarray] | None = None
         if self.cosine:
             self.q32 = (q64 / qsq**0.5).astype(np.float32)
             self.err = _u32_bound(gen.dim)
@@ -522,21 +520,17 @@ class _Search:
         """Over the rows at ``positions`` (ascending, as agent lists are) only."""
         vals: list[np.ndarray] = []
         kept: list[np.ndarray] = []
-        vecs: list[np.ndarray] = []
         rowids: list[np.ndarray] = []
         for start, blk, lo, hi in self.gen.split(positions):
             off = positions[lo:hi] - start
             off = off[self._visible(blk.born[off], blk.died[off], blk.expires[off])]
             if len(off):
-                vec = blk.vec[off]
-                vals.append(self._approx(vec, blk.aux[off]))
-                vecs.append(vec)
+                vals.append(self._approx(blk.vec[off], blk.aux[off]))
                 kept.append(off + start)
                 rowids.append(blk.rowid[off])
         if not vals:
             return []
         rowid = np.concatenate(rowids)
-        self.cand = (np.concatenate(vecs), rowid)
         return self._select(np.concatenate(kept), np.concatenate(vals), lambda: rowid)
 
     def _exact(self, vec: np.ndarray) -> np.ndarray:
@@ -608,11 +602,8 @@ class _Search:
         found: dict[int, tuple[float, float, Memory]],
     ) -> None:
         arr = np.asarray(idx, dtype=np.int64)
-        if self.cand is not None:
-            vec, rowid = self.cand[0][arr], self.cand[1][arr]
-        else:
-            pos = arr if positions is None else positions[arr]
-            vec, rowid = self.gen.gather(pos, "vec", "rowid")
+        pos = arr if positions is None else positions[arr]
+        vec, rowid = self.gen.gather(pos, "vec", "rowid")
         rows = self.fetch_rows(rowid.tolist())
         exact = self._exact(vec)
         for i, r, e in zip(idx, rowid.tolist(), exact.tolist(), strict=True):
