@@ -264,7 +264,10 @@ class Node:
         has applied its index (docs/consistency.md). False when it cannot be had: the
         caller falls back to the barrier through the log."""
         try:
-            await asyncio.wait_for(self.host.read_index(group), self.opts.read_timeout_s)
+            # The raft thread fails a ReadIndex after read_index_timeout; the
+            # margin only covers a raft thread that answers nothing at all.
+            await asyncio.wait_for(self.host.read_index(group),
+                                   self.host.cfg.timing.read_index_timeout + 0.5)
         except (ProposalFailed, TimeoutError):
             self.read_index_fallbacks += 1
             return False
