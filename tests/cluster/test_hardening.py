@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, RaftTiming
+from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, ProposalFailed, RaftTiming
 from tests.cluster.harness import free_ports
 
 ALL = HARDENING
@@ -318,3 +318,116 @@ def test_defect_6_bare_pysyncobj_accepts_concurrent_membership_changes(tmp_path)
     finally:
         for o in objs:
             o.destroy()
+
+
+class _MakeDir:
+    """Unpickling this runs ``os.mkdir(path)``: harmless, and visible."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.mkdir, (self.path,))
+
+
+def test_defect_7_bare_pysyncobj_runs_a_strangers_pickle(tmp_path) -> None:
+    """Reproduction only: bare pysyncobj's TCP transport (here bound to loopback,
+    no password) unpickles whatever a stranger sends — code execution. raftmem
+    does not use that transport: ours authenticates peers and never unpickles
+    (tests/cluster/test_transport.py::test_stranger_sending_a_pickle_is_dropped)."""
+    import pickle
+    import socket
+    import struct
+    import zlib
+
+    from pysyncobj import SyncObj, SyncObjConf
+
+    port = free_ports(1)[0]
+    addr = f"127.0.0.1:{port}"
+    obj = SyncObj(addr, [], SyncObjConf(bindAddress=addr, connectionRetryTime=0.1))
+    marker = str(tmp_path / "ran")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "bare pysyncobj never listened"
+                time.sleep(0.02)  # pysyncobj's own thread binds; this only polls
+        data = zlib.compress(pickle.dumps(_MakeDir(marker)), 3)
+        s.sendall(struct.pack("i", len(data)) + data)
+        deadline = time.monotonic() + 10
+        while not os.path.isdir(marker):
+            assert time.monotonic() < deadline, \
+                "bare pysyncobj did not unpickle a stranger's message: re-check defect 7"
+            time.sleep(0.02)  # polls for the side effect
+        s.close()
+    finally:
+        obj.destroy()
+
+
+def test_defect_3_bare_pysyncobj_loses_the_callback_of_a_raising_apply(tmp_path) -> None:
+    """Reproduction: when the replicated method raises, bare pysyncobj has already
+    taken the entry's callbacks; the exception leaves the tick, the entry is
+    re-applied (and raises) on every later tick, and the caller hears nothing."""
+    from pysyncobj import SyncObj, SyncObjConf, replicated
+
+    class Raising(SyncObj):  # type: ignore[misc]
+        @replicated  # type: ignore[misc]
+        def boom(self) -> None:
+            raise RuntimeError("boom")
+
+    port = free_ports(1)[0]
+    addr = f"127.0.0.1:{port}"
+    obj = Raising(addr, [], SyncObjConf(bindAddress=addr, autoTick=False,
+                                         journalFile=str(tmp_path / "journal")))
+    try:
+        deadline = time.monotonic() + 10
+        while not obj._isLeader():
+            assert time.monotonic() < deadline, "no leader"
+            obj.doTick(0.01)
+        heard: list[Any] = []
+        obj.boom(callback=lambda res, err: heard.append((res, err)))
+        raised = 0
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:  # 2 s of ticks: the callback's window
+            try:
+                obj.doTick(0.01)
+            except RuntimeError:
+                raised += 1
+        assert raised >= 2 and heard == [], \
+            f"bare pysyncobj answered ({heard}) or stopped raising ({raised}): re-check defect 3"
+    finally:
+        obj.destroy()
+
+
+class RaisingSM(MemSM):
+    def apply(self, index: int, payload: bytes) -> dict[str, Any]:
+        if payload == b"boom":
+            raise RuntimeError("boom")
+        return super().apply(index, payload)
+
+
+async def outcomes_after_a_raising_apply(tmp: str) -> tuple[str | None, str]:
+    async with hosts(tmp, HARDENING, sm_factory=RaisingSM) as hs:
+        li = await poll(lambda: leader_index(hs), 10, "a leader")
+        await asyncio.wait_for(hs[li].propose(0, b"x"), 5)
+        # Its outcome is never reported (the entry cannot be applied): the node
+        # waits for every proposal with a deadline and answers 504 at its end.
+        first = asyncio.ensure_future(hs[li].propose(0, b"boom"))
+        r = hs[li].replicas[0]
+        await poll(lambda: r.failed is not None or None, 5, "the replica to fail-stop")
+        try:
+            await asyncio.wait_for(hs[li].propose(0, b"y"), 1)
+            after = "accepted"
+        except ProposalFailed as e:
+            after = f"{e.reason}, definite={e.definite}"
+        first.cancel()
+        return r.failed, after
+
+
+def test_defect_3_a_raising_apply_fail_stops_the_replica_and_refuses_at_once(tmp_path) -> None:
+    failed, after = asyncio.run(outcomes_after_a_raising_apply(str(tmp_path)))
+    assert failed is not None and "boom" in failed
+    assert after == "replica_failed, definite=True"
