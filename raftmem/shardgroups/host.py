@@ -390,13 +390,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             for _t, _i, _term, cb in pending:
                 cb(None, "not_leader")
             return
-        needed = (len(self._others) + 1) // 2  # acks besides our own
-        if needed == 0:
-            confirmed = float("inf")
-        elif self._lease_term != term or len(self._hb_acked) < needed:
-            confirmed = float("-inf")
-        else:
-            confirmed = sorted(self._hb_acked.values(), reverse=True)[needed - 1]
+        confirmed = self._quorum_heard_at()
         waiting = []
         newest = float("-inf")
         for item in self._ri_confirm:
@@ -430,14 +424,19 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             return float("-inf")
         if "prevote" not in self.hardening and not self.unsafe_lease:
             return float("-inf")
-        needed = (len(self._others) + 1) // 2 + 1 - 1  # acks besides our own
-        if needed <= 0:
-            return float("inf")
-        acked = sorted(self._hb_acked.values(), reverse=True)
-        if len(acked) < needed:
-            return float("-inf")
         t = self.timing
-        return acked[needed - 1] + t.election_min * (1.0 - t.lease_drift)
+        return self._quorum_heard_at() + t.election_min * (1.0 - t.lease_drift)
+
+    def _quorum_heard_at(self) -> float:
+        """Send time of the newest heartbeat of this term that a majority, this
+        leader included, has acknowledged: ``inf`` alone, ``-inf`` if none yet.
+        The common ground of leases and ReadIndex."""
+        needed = (len(self._others) + 1) // 2  # acks besides our own
+        if needed == 0:
+            return float("inf")
+        if self._lease_term != self.raftCurrentTerm or len(self._hb_acked) < needed:
+            return float("-inf")
+        return sorted(self._hb_acked.values(), reverse=True)[needed - 1]
 
     def noop_applied(self) -> bool:
         noop = self._SyncObj__noopIDx

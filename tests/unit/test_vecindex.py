@@ -18,6 +18,7 @@ import pytest
 from raftmem import commands as C
 from raftmem.statemachine import Reader, StateMachine, ops, vecindex
 from raftmem.statemachine.ops import load_namespace
+from tests.unit.test_statemachine_search import matches
 
 DIM = 6
 AGENTS = ["a0", "a1", "a2", "a3", "rare"]
@@ -97,25 +98,6 @@ class World:
         self, q: np.ndarray, k: int, flt: dict[str, Any] | None, now: int
     ) -> list[tuple[str, float]]:
         return reference(self.model, self.metric, q, k, flt, now)
-
-
-def matches(m: dict[str, Any], flt: dict[str, Any] | None, now: int) -> bool:
-    if m["expires_at"] is not None and m["expires_at"] <= now:
-        return False
-    flt = flt or {}
-    if flt.get("agent_id") is not None and m["agent_id"] != flt["agent_id"]:
-        return False
-    if flt.get("tags_any") and not set(flt["tags_any"]) & set(m["tags"]):
-        return False
-    if not set(flt.get("tags_all") or []) <= set(m["tags"]):
-        return False
-    for key, want in (flt.get("metadata") or {}).items():
-        if m["metadata"].get(key, object()) != want:
-            return False
-    after, before = flt.get("created_after"), flt.get("created_before")
-    if after is not None and not m["created_at"] > after:
-        return False
-    return before is None or m["created_at"] < before
 
 
 def reference(
