@@ -17,18 +17,22 @@ import asyncio
 import collections
 import contextlib
 import os
+import pickle
 import random
+import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import FileJournal
+from pysyncobj.syncobj import _COMMAND_TYPE
 
 from raftmem.errors import CorruptionError
 from raftmem.shardgroups import wire
@@ -40,7 +44,8 @@ log = structlog.get_logger("raftmem.host")
 
 # Our fixes of pysyncobj defects (docs/consensus.md), all on by default; tests
 # switch them off one by one to reproduce a defect against bare pysyncobj.
-HARDENING = frozenset({"stale_acks", "prevote", "commit_hint", "compaction_guard"})
+HARDENING = frozenset({"stale_acks", "prevote", "commit_hint", "compaction_guard",
+                       "single_change"})
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,21 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         sm_factory: Callable[[str], Any] = StateMachine,
         hardening: frozenset[str] = HARDENING,
         unsafe_lease: bool = False,
+        learner: bool = False,
+        learners: Iterable[str] = (),
     ) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.group_id = group_id
+        # Membership (docs/placement.md). A learner replica receives the log but
+        # never campaigns; it becomes a voter when the membership entry adding
+        # it reaches it. A removed replica stops campaigning likewise.
+        self.learner = learner
+        self.removed = False
+        self.learners: set[str] = set()
+        self._transfer_term: int | None = None
+        self._lease_revoked_term = -1
+        self.transfers_started = 0
+        self.prevotes_started = 0
         self.sm = sm_factory(os.path.join(data_dir, "state.db"))
         self.failed: str | None = None
         self.journal_path = os.path.join(data_dir, "raft.journal")
@@ -143,10 +160,13 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             useFork=False,
             logCompactionMinEntries=timing.compaction_entries,
             logCompactionMinTime=timing.compaction_seconds,
-            dynamicMembershipChange=False,
+            # One server at a time, through the log (Raft's single-server
+            # changes); pysyncobj applies a change when it is appended. Learners,
+            # catch-up before voting and one change in flight are ours.
+            dynamicMembershipChange=True,
         )
         others = [PeerNode(p) for p in peers if p != node_id]
-        super().__init__(PeerNode(node_id), others, conf, transport=transport)
+        super().__init__(PeerNode(node_id), others, conf, transport=transport, nodeClass=PeerNode)
         self._deliver_to_raft = transport._onMessageReceivedCallback
         transport.setOnMessageReceivedCallback(self._on_message)
         self.hardening = hardening
@@ -158,7 +178,6 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self.rejections_hinted = 0
         self.votes_refused = 0
         self.elections_started = 0
-        self._others = [p.id for p in others]
         self._leader_contact = float("-inf")
         self._prevote_term: int | None = None
         self._prevote_grants: set[str] = set()
@@ -182,6 +201,13 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self._synced_len = -1
         self._synced_last: Any = None
         self._synced_term: tuple[int, Any] = (-1, None)
+        for node_id_ in learners:
+            self.add_learner(node_id_)
+
+    @property
+    def _others(self) -> list[str]:
+        """The other voters, as this replica's configuration says now."""
+        return [str(n.id) for n in self._SyncObj__otherNodes]
 
     @replicated  # type: ignore[misc]
     def _apply(self, payload: bytes) -> dict[str, Any]:
@@ -199,6 +225,14 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         if kind == "rm_ri" or kind == "rm_ri_resp":
             self._on_read_index_message(node, message)
             return
+        if kind == "rm_timeout_now":
+            self._on_timeout_now(node, message)
+            return
+        if (kind == "request_vote" or kind == "prevote") and not message.get("term_notice") \
+                and str(node.id) not in self._others:
+            # A learner, a removed replica or a stranger to this configuration
+            # has no vote to ask for.
+            return
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self._leader_contact = time.monotonic()
             if "rm_hb" in message:
@@ -215,7 +249,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                 self._count_prevote(node, message)
                 return
             if kind == "request_vote" and not message.get("term_notice") \
-                    and self._has_live_leader():
+                    and not message.get("transfer") and self._has_live_leader():
                 # Leader stickiness: while this replica hears from a live leader
                 # (or is it), it does not help depose it.
                 self.votes_refused += 1
@@ -254,6 +288,11 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
 
     def _on_send(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        if kind == "request_vote" and self._transfer_term is not None \
+                and message.get("term") == self._transfer_term:
+            # The campaign our leader asked for (leadership transfer): voters
+            # grant it although they still hear that leader.
+            message["transfer"] = True
         if kind == "append_entries" and self._isLeader():
             if self._lease_term != self.raftCurrentTerm:
                 self._lease_term = self.raftCurrentTerm
@@ -422,6 +461,10 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         """
         if not self._isLeader() or self._lease_term != self.raftCurrentTerm:
             return float("-inf")
+        if self._lease_revoked_term == self.raftCurrentTerm:
+            # Leadership is being handed over: the target's campaign bypasses
+            # the stickiness the lease rests on.
+            return float("-inf")
         if "prevote" not in self.hardening and not self.unsafe_lease:
             return float("-inf")
         t = self.timing
@@ -479,9 +522,19 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
 
     def gate_election(self) -> None:
         """Called before each tick: let pysyncobj campaign only after a won pre-vote."""
+        now = time.monotonic()
+        if (self.learner or self.removed) and not self._isLeader():
+            # Non-voters never campaign.
+            self._SyncObj__raftElectionDeadline = now + self.timing.election_max
+            return
+        if self._transfer_term is not None:
+            if self._transfer_term == self.raftCurrentTerm + 1 \
+                    and self._SyncObj__raftElectionDeadline <= now:
+                return  # campaign now, without pre-vote (our leader asked)
+            if self._transfer_term <= self.raftCurrentTerm:
+                self._transfer_term = None
         if "prevote" not in self.hardening or self._isLeader() or not self._others:
             return
-        now = time.monotonic()
         if self._SyncObj__raftElectionDeadline > now:
             return
         if self._prevote_won and self._prevote_term == self.raftCurrentTerm + 1:
@@ -490,6 +543,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             self.elections_started += 1
             return  # the deadline stays passed: pysyncobj campaigns now
         term, index = self._log_position()
+        self.prevotes_started += 1
         self._prevote_term = self.raftCurrentTerm + 1
         self._prevote_grants = {str(self.selfNode.id)}
         self._prevote_won = False
@@ -500,6 +554,122 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         t = self.timing
         self._SyncObj__raftElectionDeadline = now + t.election_min + (
             t.election_max - t.election_min) * random.random()
+
+    # -- membership (docs/placement.md) -----------------------------------
+
+    def members(self) -> list[str]:
+        """The voters of this replica's current configuration (itself included,
+        unless it is a learner or was removed)."""
+        mine = [] if (self.learner or self.removed) else [str(self.selfNode.id)]
+        return sorted(mine + self._others)
+
+    def add_learner(self, node_id: str) -> None:
+        """Replicate to ``node_id`` without counting it for quorum or votes
+        (pysyncobj's read-only-node path). Held on every voter, so that any
+        leader of the group keeps feeding it."""
+        node = PeerNode(node_id)
+        if node_id == str(self.selfNode.id) or node in self._SyncObj__otherNodes:
+            return
+        self.learners.add(node_id)
+        self._SyncObj__transport.addNode(node)
+        readonly = self._SyncObj__readonlyNodes
+        if node not in readonly:
+            readonly.add(node)
+            self._SyncObj__raftNextIndex[node] = self._SyncObj__getCurrentLogIndex() + 1
+            self._SyncObj__raftMatchIndex[node] = 0
+            self._SyncObj__lastResponseTime[node] = time.monotonic()
+
+    def remove_learner(self, node_id: str) -> None:
+        node = PeerNode(node_id)
+        self.learners.discard(node_id)
+        if node in self._SyncObj__readonlyNodes:
+            self._SyncObj__readonlyNodes.discard(node)
+            self._SyncObj__raftNextIndex.pop(node, None)
+            self._SyncObj__raftMatchIndex.pop(node, None)
+            if node not in self._SyncObj__otherNodes:
+                self._SyncObj__transport.dropNode(node)
+
+    def match_indexes(self) -> dict[str, int]:
+        """Leader only: how far each voter and learner's log is known to match ours."""
+        if not self._isLeader():
+            return {}
+        return {str(n.id): int(i) for n, i in self._SyncObj__raftMatchIndex.items()}
+
+    def change_membership(self, action: str, node_id: str,
+                          callback: Callable[[Any, int], None]) -> None:
+        """Leader: append the entry adding or removing one voter (``action``
+        "add" or "rem"). Refused (REQUEST_DENIED) while another change is not
+        committed, for the leader itself, or for a no-op change."""
+        if action not in ("add", "rem"):
+            raise ValueError(f"unknown membership action {action!r}")
+        # A plain [action, id] request: pysyncobj builds the node with our
+        # node class, so no object is pickled into the log.
+        self._applyCommand(pickle.dumps([action, node_id]), callback, _COMMAND_TYPE.MEMBERSHIP)
+
+    def _membership_change_pending(self) -> bool:
+        journal = self._SyncObj__raftLog
+        commit = self.raftCommitIndex
+        for i in range(len(journal) - 1, -1, -1):
+            entry = journal[i]
+            if entry[1] <= commit:
+                break
+            if entry[0][:1] == bytes([_COMMAND_TYPE.MEMBERSHIP]):
+                return True
+        return False
+
+    def _SyncObj__changeCluster(self, request: list[Any]) -> bool:
+        # Defect 6 of docs/consensus.md: pysyncobj never records the change in
+        # flight, so it accepts a second before the first commits (3 -> 5
+        # voters in one step). One at a time, as single-server changes require.
+        if "single_change" in self.hardening and self._membership_change_pending():
+            return False
+        result: bool = SyncObj._SyncObj__changeCluster(self, request)
+        return result
+
+    def _SyncObj__doChangeCluster(self, request: list[Any], reverse: bool = False) -> bool:
+        action, node_id = request[0], str(request[1])
+        adding = (action == "add") != reverse
+        if node_id == str(self.selfNode.id):
+            # pysyncobj ignores changes naming this replica; we learn from them
+            # whether we vote.
+            if adding:
+                self.learner = False
+                self.removed = False
+            elif action in ("add", "rem"):
+                self.removed = True
+            return False
+        changed: bool = SyncObj._SyncObj__doChangeCluster(self, request, reverse)
+        if changed and adding:
+            node = PeerNode(node_id)
+            self.learners.discard(node_id)
+            self._SyncObj__readonlyNodes.discard(node)
+        return changed
+
+    # -- leadership transfer ----------------------------------------------
+
+    def transfer_leadership(self, target: str) -> str | None:
+        """Leader: hand leadership to the voter ``target`` (Raft's TimeoutNow).
+        None when asked; otherwise why not (the caller retries later)."""
+        if not self._isLeader():
+            return "not_leader"
+        node = PeerNode(target)
+        if node not in self._SyncObj__otherNodes:
+            return "not_a_voter"
+        if self._SyncObj__raftMatchIndex.get(node, 0) < self._SyncObj__getCurrentLogIndex():
+            return "target_behind"
+        self._lease_revoked_term = self.raftCurrentTerm
+        self.transfers_started += 1
+        self._SyncObj__transport.send(node, {"type": "rm_timeout_now",
+                                             "term": self.raftCurrentTerm})
+        return None
+
+    def _on_timeout_now(self, node: Any, message: dict[str, Any]) -> None:
+        leader = self._getLeader()
+        if self.learner or self.removed or self._isLeader() or leader is None \
+                or str(leader.id) != str(node.id) or message.get("term") != self.raftCurrentTerm:
+            return
+        self._transfer_term = self.raftCurrentTerm + 1
+        self._SyncObj__raftElectionDeadline = 0.0
 
     # -- snapshots (log compaction) ---------------------------------------
 
@@ -578,7 +748,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             return SERIALIZER_STATE.FAILED
         return result
 
-    def _read_snapshot(self, path: str) -> tuple[Any, Any, list[str]]:
+    def _read_snapshot(self, path: str) -> tuple[Any, Any, list[PeerNode]]:
         if os.path.getsize(path) == 0:
             # The stand-in of a first snapshot that never completed (a crash
             # while it was written): there is no snapshot, the log is intact.
@@ -589,7 +759,8 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         last_entry, prev_entry, cluster = wire.decode(meta)
         log.info("snapshot_loaded", group=self.group_id, installed=installed,
                  snapshot_index=last_entry[1], applied_index=self.sm.applied_index)
-        return last_entry, prev_entry, cluster
+        # As nodes: pysyncobj drops this replica from the list by comparing nodes.
+        return last_entry, prev_entry, [PeerNode(str(n)) for n in cluster]
 
     # -- durability -------------------------------------------------------
 
@@ -648,6 +819,12 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             "rejections_hinted": self.rejections_hinted,
             "read_index_heartbeats": self.read_index_heartbeats,
             "compactions_refused": self.compactions_refused,
+            "members": self.members(),
+            "learners": sorted(self.learners),
+            "learner": self.learner,
+            "removed": self.removed,
+            "match_index": self.match_indexes(),
+            "last_log_index": self._log_position()[1] if len(self._SyncObj__raftLog) else None,
         }
 
 
@@ -670,19 +847,34 @@ class HostConfig:
 
 
 class GroupHost:
+    """The raft thread of a node and the group replicas it hosts.
+
+    Which replicas a node hosts, and each one's membership as last seen, are
+    kept in ``<data_dir>/replicas.json`` (written when they change): the
+    cluster description's placement is only the starting point, the
+    placement driver moves replicas at runtime (:meth:`create_replica`,
+    :meth:`drop_replica`). The file is what a restart hosts again; each
+    replica's log and snapshot then bring its configuration up to date.
+    """
+
     def __init__(self, cfg: HostConfig) -> None:
         self.cfg = cfg
         self.mux = Mux(cfg.node_id, cfg.raft_bind, cfg.peers, cfg.secret)
         self.replicas: dict[int, GroupReplica] = {}
-        for gid, members in sorted(cfg.groups.items()):
-            if cfg.node_id not in members:
-                continue
-            t = self.mux.register(gid, members)
-            self.replicas[gid] = GroupReplica(
-                gid, cfg.node_id, members,
-                os.path.join(cfg.data_dir, "groups", f"g{gid}"), t, cfg.timing, cfg.sm_factory,
-                cfg.hardening, cfg.unsafe_lease,
-            )
+        # Bumped each time a group's replica is created here: readers of an
+        # earlier replica's files must not be reused.
+        self.generation: dict[int, int] = {}
+        self._sm_lock = threading.Lock()
+        self._layout_path = os.path.join(cfg.data_dir, "replicas.json")
+        layout = self._load_layout()
+        if layout is None:
+            layout = {gid: {"members": list(m), "learner": False, "learners": []}
+                      for gid, m in cfg.groups.items() if cfg.node_id in m}
+        for gid, entry in sorted(layout.items()):
+            self._open_replica(gid, entry["members"], entry.get("learner", False),
+                               entry.get("learners", ()))
+        self._layout_saved: dict[int, Any] = {}
+        self._save_layout()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._status: dict[int, dict[str, Any]] = {}
@@ -690,11 +882,55 @@ class GroupHost:
         self.loop_iterations = 0
         self.fsyncs = 0
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
-        self._sync_pool = ThreadPoolExecutor(max(1, len(self.replicas)), thread_name_prefix="fsync")
+        self._sync_pool = ThreadPoolExecutor(4, thread_name_prefix="fsync")
         # Proposal outcomes gathered during one loop iteration, handed to the
         # asyncio loop in one wake-up instead of one per proposal.
         self._outcomes: list[tuple[Callable[[Any, Any], None], Any, Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _replica_dir(self, gid: int) -> str:
+        return os.path.join(self.cfg.data_dir, "groups", f"g{gid}")
+
+    def _open_replica(self, gid: int, members: list[str], learner: bool,
+                      learners: Iterable[str]) -> GroupReplica:
+        cfg = self.cfg
+        peers = sorted(set(members) | {cfg.node_id})
+        t = self.mux.register(gid, peers)
+        r = GroupReplica(
+            gid, cfg.node_id, peers, self._replica_dir(gid), t, cfg.timing, cfg.sm_factory,
+            cfg.hardening, cfg.unsafe_lease, learner=learner, learners=learners,
+        )
+        # Copy on write: the asyncio side reads this dict without a lock.
+        self.replicas = {**self.replicas, gid: r}
+        self.generation[gid] = self.generation.get(gid, 0) + 1
+        return r
+
+    def _load_layout(self) -> dict[int, dict[str, Any]] | None:
+        try:
+            with open(self._layout_path, "rb") as f:
+                raw = orjson.loads(f.read())
+        except FileNotFoundError:
+            return None
+        return {int(g): e for g, e in raw["groups"].items()}
+
+    def _layout(self) -> dict[int, Any]:
+        return {gid: {"members": r.members(), "learner": r.learner,
+                      "learners": sorted(r.learners)} for gid, r in self.replicas.items()}
+
+    def _save_layout(self) -> None:
+        layout = self._layout()
+        if layout == self._layout_saved:
+            return
+        os.makedirs(self.cfg.data_dir, exist_ok=True)
+        tmp = self._layout_path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps({"groups": {str(g): e for g, e in sorted(layout.items())}},
+                                 option=orjson.OPT_INDENT_2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._layout_path)
+        _fsync_paths(self.cfg.data_dir)
+        self._layout_saved = layout
 
     # -- lifecycle --------------------------------------------------------
 
@@ -714,7 +950,9 @@ class GroupHost:
                 if checkpoint is None or r.failed is not None:
                     continue
                 try:
-                    checkpoint()
+                    with self._sm_lock:
+                        if r.failed is None:
+                            checkpoint()
                 except Exception:
                     log.warning("checkpoint_failed", group=r.group_id, exc_info=True)
 
@@ -755,6 +993,10 @@ class GroupHost:
                 for r in self.replicas.values():
                     r.maybe_compact()
                 self._status_at = now
+                try:
+                    self._save_layout()
+                except OSError:
+                    log.exception("layout_save_failed")
 
     def _tick(self, r: GroupReplica) -> None:
         try:
@@ -863,6 +1105,133 @@ class GroupHost:
         """Run ``fn`` on the raft thread (everything pysyncobj touches lives there)."""
         self._calls.append(fn)
         self.mux.wake()
+
+    def run(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``fn`` on the raft thread; its return value (or exception) settles the future."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if fut.done():
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        def call() -> None:
+            try:
+                res = (True, fn())
+            except Exception as e:  # noqa: BLE001 - handed to the awaiting caller
+                res = (False, e)
+            loop.call_soon_threadsafe(settle, *res)
+
+        self.call_soon(call)
+        return fut
+
+    # -- placement: peers and replicas at runtime ---------------------------
+
+    def add_peer(self, node_id: str, addr: tuple[str, int]) -> asyncio.Future[Any]:
+        return self.run(lambda: self.mux.add_peer(node_id, addr))
+
+    def remove_peer(self, node_id: str) -> asyncio.Future[Any]:
+        return self.run(lambda: self.mux.remove_peer(node_id))
+
+    def create_replica(self, gid: int, voters: list[str], learner: bool = True) -> asyncio.Future[Any]:
+        """Host a replica of ``gid``: a learner that catches up from ``voters``
+        (a fresh replica: any earlier files of the group here are set aside)."""
+        def create() -> bool:
+            if gid in self.replicas:
+                return False
+            path = self._replica_dir(gid)
+            if os.path.exists(path):
+                os.replace(path, f"{path}.old-{time.time_ns()}")
+            r = self._open_replica(gid, voters, learner, ())
+            self.mux.announce_connected(r._SyncObj__transport)
+            self._save_layout()
+            log.info("replica_created", group=gid, voters=voters, learner=learner)
+            return True
+        return self.run(create)
+
+    def drop_replica(self, gid: int) -> asyncio.Future[Any]:
+        """Stop hosting ``gid``: the replica stops and its files are deleted."""
+        def drop() -> bool:
+            r = self.replicas.get(gid)
+            if r is None:
+                return False
+            self.replicas = {g: x for g, x in self.replicas.items() if g != gid}
+            self.mux.unregister(gid)
+            with self._sm_lock:  # not while the checkpoint thread uses it
+                r.failed = "dropped"
+                try:
+                    r._doDestroy()
+                finally:
+                    r.sm.close()
+            self._save_layout()
+            path = self._replica_dir(gid)
+            gone = f"{path}.dropped-{time.time_ns()}"
+            os.replace(path, gone)
+            threading.Thread(target=shutil.rmtree, args=(gone, True), daemon=True).start()
+            log.info("replica_dropped", group=gid)
+            return True
+        return self.run(drop)
+
+    def add_learner(self, gid: int, node_id: str) -> asyncio.Future[Any]:
+        def add() -> bool:
+            r = self.replicas.get(gid)
+            if r is None:
+                return False
+            r.add_learner(node_id)
+            self._save_layout()
+            return True
+        return self.run(add)
+
+    def remove_learner(self, gid: int, node_id: str) -> asyncio.Future[Any]:
+        def rem() -> bool:
+            r = self.replicas.get(gid)
+            if r is None:
+                return False
+            r.remove_learner(node_id)
+            self._save_layout()
+            return True
+        return self.run(rem)
+
+    def transfer_leadership(self, gid: int, target: str) -> asyncio.Future[Any]:
+        def transfer() -> str | None:
+            r = self.replicas.get(gid)
+            return "not_hosted" if r is None else r.transfer_leadership(target)
+        return self.run(transfer)
+
+    def change_membership(self, gid: int, action: str, node_id: str) -> asyncio.Future[Any]:
+        """Append the entry adding (``"add"``) or removing (``"rem"``) a voter, through
+        the local replica, which must lead. Settles when it commits; fails with
+        :class:`ProposalFailed` like a proposal (``denied``: another change is in
+        flight, or the change is a no-op)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def settle(res: Any, err: Any) -> None:
+            if fut.done():
+                return
+            if err == FAIL_REASON.SUCCESS:
+                fut.set_result(True)
+            elif err in Outcome.DEFINITE:
+                fut.set_exception(ProposalFailed(Outcome.DEFINITE[err], definite=True))
+            else:
+                fut.set_exception(ProposalFailed(Outcome.INDEFINITE.get(err, f"fail_{err}"),
+                                                 definite=False))
+
+        def start() -> None:
+            r = self.replicas.get(gid)
+            if r is None or not r._isLeader():
+                self._outcomes.append((settle, None, FAIL_REASON.NOT_LEADER))
+                return
+            r.change_membership(action, node_id,
+                                lambda res, err: self._outcomes.append((settle, res, err)))
+
+        self.call_soon(start)
+        return fut
 
     def isolate(self, peers: list[str], silent: bool = False) -> None:
         """Fault injection: behave as if the links to ``peers`` were cut, until :meth:`heal`."""

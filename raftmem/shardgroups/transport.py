@@ -110,7 +110,12 @@ class GroupTransport(Transport):
             self._onNodeDisconnected(node)
 
     def addNode(self, node: Node) -> None:
+        """A new member or learner (pysyncobj's membership changes call this too)."""
+        if node.id in self.peers or node.id == self.mux.node_id:
+            return
         self.peers[node.id] = node
+        if self.mux.peer_ready(node.id):
+            self._onNodeConnected(node)
 
     def dropNode(self, node: Node) -> None:
         self.peers.pop(node.id, None)
@@ -160,6 +165,30 @@ class Mux:
         t = GroupTransport(self, group_id, [PeerNode(p) for p in peers if p != self.node_id])
         self.groups[group_id] = t
         return t
+
+    def unregister(self, group_id: int) -> None:
+        self.groups.pop(group_id, None)
+
+    def add_peer(self, peer: str, addr: tuple[str, int]) -> None:
+        """Know (or re-address) a node: connect to it and accept its connections."""
+        if peer == self.node_id or self.peer_addrs.get(peer) == addr:
+            return
+        self.peer_addrs[peer] = addr
+        conn = self.out.get(peer)
+        if conn is not None:
+            self._close(conn, "peer re-addressed")
+        self._next_connect.pop(peer, None)
+
+    def remove_peer(self, peer: str) -> None:
+        """Forget a node: close its connections and refuse new ones."""
+        self.peer_addrs.pop(peer, None)
+        for conn in list(self.conns):
+            if conn.peer == peer:
+                self._close(conn, "peer removed")
+
+    def peer_ready(self, peer: str) -> bool:
+        conn = self.out.get(peer)
+        return conn is not None and conn.state == "ready" and peer not in self.isolated
 
     def announce_connected(self, t: GroupTransport) -> None:
         for peer, conn in self.out.items():

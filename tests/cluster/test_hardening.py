@@ -61,15 +61,17 @@ async def hosts(tmp: str, hardening: frozenset[str], durable: bool = True,
             h.stop()
 
 
-async def poll(pred: Any, timeout: float, what: str) -> Any:
-    """Poll until ``pred`` returns something other than None/False (0 is a valid index)."""
+async def poll(pred: Any, timeout: float, what: str, explain: Any = None) -> Any:
+    """Poll until ``pred`` returns something other than None/False (0 is a valid index);
+    ``explain()``, if given, describes the state when it times out."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v is not None and v is not False:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}"
+                                 + (f": {explain()}" if explain is not None else ""))
         await asyncio.sleep(0.01)
 
 
