@@ -7,6 +7,12 @@ Each request goes through :func:`_dispatch` for its :class:`~api.operation.Opera
 
 so nothing reaches the service before all of its input has passed the schemas
 that ``/openapi.json`` publishes.
+
+The node-to-node operations (``routes.INTERNAL_OPERATIONS``) go through
+:func:`_internal_call` instead:
+
+    internal credential (403) → declared body size (413) → path, query parameters
+    → body (read up to the limit, raw bytes) → handler → JSON reply
 """
 
 from __future__ import annotations
@@ -23,12 +29,24 @@ from api.auth import check_admin
 from api.handlers import SESSION_HEADER
 from api.logging import configure_logging
 from api.operation import Call, Operation, Param
-from api.routes import OPERATIONS
+from api.routes import INTERNAL_OPERATIONS, OPERATIONS
 from api.validation import Validator, coerce_parameter, invalid, join, listing, parse_json
-from raftmem.errors import PayloadTooLarge
+from raftmem.errors import PayloadTooLarge, RaftmemError
 from raftmem.types import RESPONSE_META, MemoryService
 
 Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Forbidden(RaftmemError):
+    """403: an internal (node-to-node) route without the cluster's internal credential.
+
+    Definite: nothing was done. Like ``api.auth.Unauthorized``, defined in the HTTP
+    layer, which is the only one that authenticates.
+    """
+
+    status = 403
+    code = "forbidden"
+    definite = True
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,13 @@ def create_app(
             name=op.operation_id,
             expect_handler=expect,
         )
+    for op in INTERNAL_OPERATIONS:
+        for param in op.params:
+            config.validator.check_schema(param.schema, f"{op.operation_id}.{param.name}")
+        app.router.add_route(
+            op.method, op.path, _internal_endpoint(op, config), name=op.operation_id,
+            expect_handler=expect,
+        )
     return app
 
 
@@ -82,6 +107,31 @@ def _endpoint(op: Operation, config: _Config) -> Endpoint:
 
     endpoint.__name__ = op.operation_id
     return endpoint
+
+
+def _internal_endpoint(op: Operation, config: _Config) -> Endpoint:
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        # A fresh record: the forwarding node keeps the client's response metadata.
+        RESPONSE_META.set({})
+        reply = await op.handler(await _internal_call(op, config, request))
+        return middleware.json_response(reply.status, reply.body, reply.headers)
+
+    endpoint.__name__ = op.operation_id
+    return endpoint
+
+
+async def _internal_call(op: Operation, config: _Config, request: web.Request) -> Call:
+    check = getattr(config.service, "check_internal", None)
+    if check is None or not check(request.headers):
+        raise Forbidden(
+            f"{request.path} is an internal route, for raftmem nodes only: "
+            "missing or wrong internal credential"
+        )
+    _check_declared_size(request, config.max_body_bytes)
+    path = _path_params(op.params_in("path"), request.match_info, config.validator)
+    query = _query_params(op.params_in("query"), request.query, config.validator)
+    raw = await _read_body(request, True, config.max_body_bytes)
+    return Call(config.service, path, query, {}, raw)
 
 
 async def _call(op: Operation, config: _Config, request: web.Request) -> Call:

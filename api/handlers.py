@@ -7,7 +7,7 @@ middleware turns whatever the service raises into the HTTP error body.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, cast
 
 from api.operation import Call, Reply
 from raftmem.errors import ValidationError
@@ -214,3 +214,31 @@ async def rebalance(call: Call) -> Reply:
 
 async def list_operators(call: Call) -> Reply:
     return Reply(200, call.service.operators())
+
+
+# --------------------------------------------------------------------------- internal
+
+
+class InternalService(Protocol):
+    """What the node-to-node endpoints need from the service (``raftmem.node.Node``)."""
+
+    def check_internal(self, headers: Any) -> bool:
+        ...
+
+    async def internal_propose(self, group: int, payload: bytes,
+                               timeout_ms: int | None) -> dict[str, Any]:
+        ...
+
+    async def internal_read(self, group: int, body: bytes) -> dict[str, Any]:
+        ...
+
+
+async def internal_propose(call: Call) -> Reply:
+    service = cast(InternalService, call.service)
+    return Reply(200, await service.internal_propose(
+        call.path["group"], call.body, call.query.get("timeout_ms")))
+
+
+async def internal_read(call: Call) -> Reply:
+    service = cast(InternalService, call.service)
+    return Reply(200, await service.internal_read(call.path["group"], call.body))

@@ -1,7 +1,9 @@
 """The route table: every operation of the REST API, as data.
 
 ``api.app`` registers exactly these, and ``/openapi.json`` is built from exactly
-these; ``tests/api/test_openapi.py`` checks the router and the document agree.
+``OPERATIONS``; ``tests/api/test_openapi.py`` checks the router and the document
+agree. ``INTERNAL_OPERATIONS`` (node-to-node, below) are registered too but are
+no part of the agent API and left out of the document on purpose.
 """
 
 from __future__ import annotations
@@ -249,5 +251,43 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", "/admin/faults/heal", "healPeers", "Undo every /admin/faults/isolate.",
         handlers.heal_peers, tag="admin", body_required=False,
         responses={200: Response("The faults now in force (none).", {"type": "object"})},
+    ),
+)
+
+
+# ---------------------------------------------------------------------------- internal
+# Node-to-node only: a node forwards requests for a shard group it does not host
+# to a node that does (raftmem.node). Not the agent API, so not in /openapi.json.
+# api.app registers them with their own dispatcher: refused with 403 forbidden
+# unless the request carries the cluster's internal credential (the service
+# checks it: Node.check_internal), body bounded by the same size limit, passed
+# to the handler as raw bytes (the service parses it).
+
+GROUP = Param("group", "path", {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+              required=True, description="Shard group id.")
+
+INTERNAL_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", "/internal/groups/{group}/propose", "internalPropose",
+        "Propose an encoded command (raftmem.commands.encode) through this node's replica.",
+        handlers.internal_propose, tag="internal",
+        params=(GROUP, Param("timeout_ms", "query",
+                             {"type": "integer", "minimum": 1, "maximum": 600_000},
+                             description="How long to keep trying (default: write timeout).")),
+        responses={200: Response("The state machine's result.", {"type": "object"})},
+        errors=(503, 504),
+        description="The body is the command payload's bytes. 403 without the internal "
+        "credential; 503 (definite) when this node hosts no replica of the group or no commit "
+        "could be had; 504 when it may have applied.",
+    ),
+    Operation(
+        "POST", "/internal/groups/{group}/read", "internalRead",
+        "Serve a read spec on this node's replica at a consistency tier.",
+        handlers.internal_read, tag="internal",
+        params=(GROUP,),
+        responses={200: Response("The result and the read's metadata.", {"type": "object"})},
+        errors=(503,),
+        description="Body: JSON {spec, tier, need, max_staleness_ms}; answer: {result, "
+        "applied_index, replica, staleness_ms, lag, tier}. 403 without the internal credential.",
     ),
 )

@@ -12,6 +12,12 @@ confirmed by a quorum of heartbeat acks, shared by every read that arrived
 before it started; a no-op entry through the group's log when it cannot be had
 — then query the local replica once it has applied that index: its state now
 includes every write acknowledged before the read began.
+
+A node need not host a replica of every group. For a group it does not host,
+it forwards the encoded command (``POST /internal/groups/{g}/propose``) or the
+read, as data (a ``ReadSpec``, ``POST /internal/groups/{g}/read``), to a node
+that does, which serves it exactly as above. Internal requests carry a
+credential derived from the cluster secret (``INTERNAL_HEADER``).
 """
 
 from __future__ import annotations
@@ -19,36 +25,45 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
 import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import numpy as np
+import orjson
 import structlog
 
 from raftmem import commands, session
 from raftmem.config import ClusterSpec, NodeOptions, parse_addr
 from raftmem.errors import (
     CommitTimeout,
+    Conflict,
+    CorruptionError,
     EpochMismatch,
+    Internal,
     NotBuilt,
     NotFound,
+    PayloadTooLarge,
     RaftmemError,
     Unavailable,
     ValidationError,
     from_result_error,
 )
-from raftmem.keyspace import Ownership, format_point, hash_key
+from raftmem.keyspace import Ownership, format_point
 from raftmem.placement import planner
 from raftmem.placement.routing import RoutingTable, initial_table, merge_ownership
 from raftmem.readpolicy import Decision, ReplicaView, decide, effective_tier, strongest
 from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, ProposalFailed
 from raftmem.statemachine import Reader, StateMachine, vecindex
-from raftmem.types import RESPONSE_META, Memory, ReadOptions, SearchFilter
+from raftmem.statemachine.reader import ReadSpec, run_read
+from raftmem.types import CONSISTENCY_TIERS, RESPONSE_META, Memory, ReadOptions, SearchFilter
 
 log = structlog.get_logger("raftmem.node")
 
@@ -59,6 +74,51 @@ CATALOG_GROUP = 0  # the group whose log decides namespace definitions
 # How often one request refreshes the routing table and routes again after a
 # group answered epoch_mismatch, before the client sees it (definite, 503).
 EPOCH_RETRIES = 8
+
+# Node-to-node requests (forwarding to a group this node does not host) carry
+# this header: hex HMAC-SHA256 of the cluster secret over INTERNAL_CONTEXT.
+INTERNAL_HEADER = "X-Raftmem-Internal"
+INTERNAL_CONTEXT = b"raftmem-internal"
+# A forwarded request's connection attempt; a node that does not accept within
+# it is passed over for the next replica (nothing was sent: definite).
+FORWARD_CONNECT_S = 1.0
+# Connections this node keeps open to the others' APIs for forwarding, in all.
+FORWARD_CONNECTIONS = 256
+# Of a forwarded write's remaining time, what the hosting node is not given:
+# room for its answer to arrive before this node's own deadline.
+FORWARD_MARGIN_S = 0.25
+# The time an ownership read of a remote group may take during a routing refresh.
+OWNERSHIP_READ_S = 2.0
+# Answers of other nodes whose status says "this node cannot serve internal
+# requests" (wrong credential, no such route): try the next replica.
+_NODE_REFUSALS = frozenset({403, 404, 405})
+_ERROR_BY_STATUS: dict[int, type[RaftmemError]] = {
+    400: ValidationError, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
+    501: NotBuilt, 503: Unavailable, 504: CommitTimeout,
+}
+
+
+def internal_credential(secret: bytes) -> str:
+    """The value of INTERNAL_HEADER for a cluster secret (same on every node)."""
+    return hmac.new(secret, INTERNAL_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def remote_error(status: int, body: bytes) -> RaftmemError:
+    """The error another node answered with (status, JSON error body), as ours.
+
+    Same class (so the same status and definiteness) and same code and details.
+    """
+    try:
+        err = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        err = None
+    if not isinstance(err, dict):
+        return Internal(f"HTTP {status} without an error body", code="internal")
+    code = str(err.get("code", "internal"))
+    message = str(err.get("message", code))
+    details = {k: v for k, v in err.items() if k not in ("code", "message", "definite")}
+    cls = EpochMismatch if code == "epoch_mismatch" else _ERROR_BY_STATUS.get(status, Internal)
+    return cls(message, code=code, **details)
 
 
 def now_ms() -> int:
@@ -85,6 +145,17 @@ def _meta() -> dict[str, Any]:
         meta = {}
         RESPONSE_META.set(meta)
     return meta
+
+
+@dataclass(frozen=True)
+class _Served:
+    """A read as a replica served it: the answer and what the response metadata needs."""
+
+    result: Any
+    applied: int  # the applied index of the state read
+    replica: str  # the node whose replica served it
+    staleness_ms: int
+    lag: int  # commit index - applied, on that replica
 
 
 class _Barrier:
@@ -129,14 +200,14 @@ class Node:
                 sm_factory=self._state_machine,
             )
         )
-        missing = [g for g in self.table.groups if g not in self.host.replicas]
-        if missing:
-            # Every node hosts every group until the placement driver can route
-            # to remote replicas.
-            raise ValueError(f"node {node_id} hosts no replica of groups {missing}")
         self._executor = ThreadPoolExecutor(self.opts.read_workers, thread_name_prefix="read")
         self._local = threading.local()
-        self._barriers = {g: _Barrier() for g in self.table.groups}
+        # Per local group, created when first needed (groups become local at runtime).
+        self._barriers: dict[int, _Barrier] = {}
+        self._internal_credential = internal_credential(secret)
+        self._http: aiohttp.ClientSession | None = None
+        # group -> the node a forwarded request last succeeded at (tried first).
+        self._forward_to: dict[int, str] = {}
         self._namespaces: dict[str, dict[str, Any]] = {}
         self._refresh_lock = asyncio.Lock()
         self.routing_refreshes = 0
@@ -159,9 +230,34 @@ class Node:
     def _db_path(self, group: int) -> str:
         return os.path.join(self.data_dir, "groups", f"g{group}", "state.db")
 
+    # -- where groups live (the placement driver will re-wire these) --------
+
+    def replica_nodes(self, group: int) -> list[str]:
+        """The nodes that host a replica of ``group``."""
+        return list(self.table.replicas[group])
+
+    def api_address(self, node_id: str) -> str:
+        """``host:port`` of a node's HTTP API (where its internal endpoints are)."""
+        return self.spec.node(node_id).api
+
+    def hosts(self, group: int) -> bool:
+        """Whether this node has a replica of ``group`` right now."""
+        return group in self.host.replicas
+
+    def _local_groups(self) -> list[int]:
+        return sorted(self.host.replicas)
+
     # -- lifecycle --------------------------------------------------------
 
     async def start(self) -> None:
+        self._http = aiohttp.ClientSession(
+            headers={INTERNAL_HEADER: self._internal_credential},
+            # Kept-alive connections to the other nodes, bounded (a request past
+            # the bound waits for one, within its own deadline).
+            connector=aiohttp.TCPConnector(limit=FORWARD_CONNECTIONS, keepalive_timeout=30.0),
+            # Every request sets its own total from its deadline.
+            timeout=aiohttp.ClientTimeout(total=60.0, sock_connect=FORWARD_CONNECT_S),
+        )
         self.host.start()
         self._tasks.append(asyncio.create_task(self._purge_loop()))
         log.info("node_started", node=self.node_id, raft=self.me.raft, api=self.me.api,
@@ -171,6 +267,9 @@ class Node:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         self._executor.shutdown(wait=True, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self.host.stop)
         log.info("node_stopped", node=self.node_id)
@@ -178,9 +277,26 @@ class Node:
     # -- proposals --------------------------------------------------------
 
     async def _propose(self, group: int, cmd: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        payload = commands.encode(cmd)
+        """Propose ``cmd`` to ``group`` and retry until the deadline; the state machine's result.
+
+        Through the local replica when this node hosts one, else forwarded to a
+        node that does. Raises Unavailable (definite: nothing was written) or
+        CommitTimeout (it may have been applied).
+        """
+        return await self.propose_payload(group, commands.encode(cmd), timeout)
+
+    async def propose_payload(
+        self, group: int, payload: bytes, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """``_propose`` of an already encoded payload (what forwarding sends)."""
+        budget = timeout or self.opts.write_timeout_s
+        if self.hosts(group):
+            return await self._propose_local(group, payload, budget)
+        return await self._propose_remote(group, payload, budget)
+
+    async def _propose_local(self, group: int, payload: bytes, budget: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (timeout or self.opts.write_timeout_s)
+        deadline = loop.time() + budget
         maybe_applied = False
         last = "no attempt"
         backoff = 0.005
@@ -201,12 +317,196 @@ class Node:
             await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
             backoff = min(backoff * 2, 0.1)
         if maybe_applied:
-            raise CommitTimeout(
-                f"group {group}: no commit within {timeout or self.opts.write_timeout_s}s ({last})",
-                group=group,
-            )
+            raise CommitTimeout(f"group {group}: no commit within {budget}s ({last})", group=group)
         raise Unavailable(f"group {group}: {last}", code="no_leader" if "leader" in last else "unavailable",
                           group=group)
+
+    # -- forwarding to nodes that host a group ----------------------------
+
+    def _forward_order(self, group: int) -> list[str]:
+        """The group's replica nodes to try, the one last answered first."""
+        nodes = [n for n in self.replica_nodes(group) if n != self.node_id]
+        pref = self._forward_to.get(group)
+        if pref in nodes:
+            nodes.remove(pref)
+            nodes.insert(0, pref)
+        return nodes
+
+    async def _post_internal(
+        self, node_id: str, path: str, data: bytes, timeout: float
+    ) -> tuple[int, bytes]:
+        """POST to another node's internal endpoint; (status, body). Raises aiohttp's errors."""
+        if self._http is None:
+            raise Unavailable(f"node {self.node_id} is not started", code="unavailable")
+        url = f"http://{self.api_address(node_id)}{path}"
+        limits = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, FORWARD_CONNECT_S))
+        async with self._http.post(url, data=data, timeout=limits) as resp:
+            return resp.status, await resp.read()
+
+    async def _propose_remote(self, group: int, payload: bytes, budget: float) -> dict[str, Any]:
+        """Forward a proposal to the group's replica nodes in turn until one answers a result.
+
+        A node that cannot be reached (nothing sent), or that answers 503
+        (its own ``_propose`` gave up, definite), is passed over for the next.
+        A request that got no answer, or an answered commit_timeout, may have
+        been applied: the final error is then CommitTimeout, else Unavailable.
+        Any other error the node answered is re-raised as is.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        maybe_applied = False
+        last, last_code = "no replica node to forward to", "unavailable"
+        backoff = 0.005
+        while True:
+            for node_id in self._forward_order(group):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                theirs = remaining - min(FORWARD_MARGIN_S, remaining / 4)
+                path = f"/internal/groups/{group}/propose?timeout_ms={max(1, int(theirs * 1000))}"
+                try:
+                    status, body = await self._post_internal(node_id, path, payload, remaining)
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+                    last, last_code = f"node {node_id} unreachable ({e})", "unavailable"
+                    continue
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    maybe_applied = True
+                    last = f"no answer from node {node_id} ({type(e).__name__})"
+                    continue
+                if status == 200:
+                    res = orjson.loads(body)
+                    if not isinstance(res, dict):
+                        raise Internal(f"node {node_id} answered a proposal with {type(res).__name__}")
+                    self._forward_to[group] = node_id
+                    return res
+                err = remote_error(status, body)
+                if status in _NODE_REFUSALS:
+                    last, last_code = f"node {node_id} refused: {err.message}", "unavailable"
+                    continue
+                if isinstance(err, Unavailable) and not isinstance(err, EpochMismatch):
+                    last, last_code = f"node {node_id}: {err.message}", err.code
+                    continue
+                if isinstance(err, CommitTimeout):
+                    maybe_applied = True
+                    last = f"node {node_id}: {err.message}"
+                    continue
+                raise err
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(backoff, remaining))
+            backoff = min(backoff * 2, 0.1)
+        if maybe_applied:
+            raise CommitTimeout(f"group {group}: no commit within {budget}s (forwarded; {last})",
+                                group=group)
+        raise Unavailable(f"group {group}: {last}", code=last_code, group=group)
+
+    async def _read_remote(
+        self, group: int, tier: str, need: int, max_staleness_ms: int | None, spec: ReadSpec,
+        budget: float | None = None,
+    ) -> _Served:
+        """Have a node that hosts ``group`` serve ``spec`` at ``tier`` (its ``_serve_read``).
+
+        Reads change nothing, so any failure is definite: an unreachable node,
+        or one that answers 503 (no leader, too stale, not hosting), is passed
+        over for the next. When every replica node answered such an error, the
+        last one is raised; while some could not be reached, they are tried
+        again until the deadline. Other errors (epoch_mismatch …) are raised as is.
+        """
+        loop = asyncio.get_running_loop()
+        if budget is None:
+            # The hosting node may wait for the session, try a ReadIndex and
+            # fall back to a barrier through the log (read_timeout_s).
+            budget = (self.opts.read_timeout_s + self.opts.session_wait_ms / 1000
+                      + self.host.cfg.timing.read_index_timeout + 1.0)
+        deadline = loop.time() + budget
+        body = orjson.dumps({"spec": spec.to_dict(), "tier": tier, "need": need,
+                             "max_staleness_ms": max_staleness_ms})
+        answered: RaftmemError | None = None
+        last = "no replica node to forward to"
+        backoff = 0.005
+        while True:
+            unreached = False
+            for node_id in self._forward_order(group):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    status, raw = await self._post_internal(
+                        node_id, f"/internal/groups/{group}/read", body, remaining)
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    unreached = True
+                    last = f"node {node_id} unreachable ({type(e).__name__}: {e})"
+                    continue
+                if status == 200:
+                    ans = orjson.loads(raw)
+                    self._forward_to[group] = node_id
+                    return _Served(ans["result"], int(ans["applied_index"]), str(ans["replica"]),
+                                   int(ans["staleness_ms"]), int(ans["lag"]))
+                err = remote_error(status, raw)
+                if status in _NODE_REFUSALS:
+                    unreached = True
+                    last = f"node {node_id} refused: {err.message}"
+                    continue
+                if isinstance(err, Unavailable) and not isinstance(err, EpochMismatch):
+                    answered = err
+                    continue
+                raise err
+            remaining = deadline - loop.time()
+            if (answered is not None and not unreached) or remaining <= 0:
+                break
+            await asyncio.sleep(min(backoff, remaining))
+            backoff = min(backoff * 2, 0.1)
+        if answered is not None:
+            raise answered
+        raise Unavailable(f"group {group}: {last}", code="unavailable", group=group)
+
+    # -- internal endpoints (served for other nodes) -----------------------
+
+    def check_internal(self, headers: Mapping[str, str]) -> bool:
+        """Whether a request carries this cluster's internal credential."""
+        given = headers.get(INTERNAL_HEADER)
+        return given is not None and hmac.compare_digest(
+            given.encode(), self._internal_credential.encode())
+
+    def _refuse_unhosted(self, group: int) -> None:
+        if not self.hosts(group):
+            # Never forwarded again from here: a request goes at most one hop.
+            raise Unavailable(f"node {self.node_id} hosts no replica of group {group}",
+                              code="not_hosted", group=group, node=self.node_id)
+
+    async def internal_propose(self, group: int, payload: bytes, timeout_ms: int | None) -> dict[str, Any]:
+        """``POST /internal/groups/{group}/propose``: an encoded command, proposed here."""
+        self._refuse_unhosted(group)
+        try:
+            commands.decode(payload)
+        except CorruptionError as e:
+            raise ValidationError(f"not a command payload: {e}") from None
+        budget = self.opts.write_timeout_s if timeout_ms is None else timeout_ms / 1000
+        return await self._propose_local(group, payload, budget)
+
+    async def internal_read(self, group: int, body: bytes) -> dict[str, Any]:
+        """``POST /internal/groups/{group}/read``: a ReadSpec served by this node's replica."""
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise ValidationError(f"malformed JSON: {e}") from None
+        if not isinstance(req, dict) or set(req) != {"spec", "tier", "need", "max_staleness_ms"}:
+            raise ValidationError("a read request has exactly spec, tier, need, max_staleness_ms")
+        spec = ReadSpec.from_dict(req["spec"])
+        tier, need, staleness = req["tier"], req["need"], req["max_staleness_ms"]
+        if tier not in CONSISTENCY_TIERS:
+            raise ValidationError(f"unknown tier {tier!r}", field="tier")
+        if not isinstance(need, int) or isinstance(need, bool) or need < 0:
+            raise ValidationError("need must be a non-negative integer", field="need")
+        if staleness is not None and (not isinstance(staleness, int) or isinstance(staleness, bool)):
+            raise ValidationError("max_staleness_ms must be an integer or null",
+                                  field="max_staleness_ms")
+        self._refuse_unhosted(group)
+        served = await self._serve_read(group, tier, need, staleness, spec)
+        return {"result": served.result, "applied_index": served.applied,
+                "replica": served.replica, "staleness_ms": served.staleness_ms,
+                "lag": served.lag, "tier": tier}
 
     async def _write(self, group: int, cmd: dict[str, Any]) -> dict[str, Any]:
         meta = _meta()
@@ -225,7 +525,7 @@ class Node:
     async def _read_barrier(self, group: int) -> None:
         if self.opts.unsafe_local_reads:
             return
-        b = self._barriers[group]
+        b = self._barriers.setdefault(group, _Barrier())
         if b.next is None:
             b.next = asyncio.get_running_loop().create_future()
             if b.current is None:
@@ -298,15 +598,40 @@ class Node:
         )
 
     async def _query(
-        self, group: int, opts: ReadOptions, fn: Callable[[Reader], T], tier: str | None = None
-    ) -> T:
-        """Serve ``fn`` on this node's replica of ``group`` as the tier demands (readpolicy)."""
+        self, group: int, opts: ReadOptions, spec: ReadSpec, tier: str | None = None
+    ) -> Any:
+        """Serve ``spec`` on a replica of ``group`` as the tier demands (readpolicy).
+
+        This node's replica when it hosts one, else a node that does (the same
+        rules, there); either way the response metadata (session token, tier,
+        and for eventual reads replica, applied index, staleness, lag) says
+        what was read.
+        """
         tier = tier or opts.consistency or self.spec.consistency["default"]
         meta = _meta()
         token = session.decode(meta.get("session_in") or opts.session)
         need = token.get(group, 0)
         if self.opts.unsafe_session_ignore_token and tier == "session":
             need = 0
+        if self.hosts(group):
+            served = await self._serve_read(group, tier, need, opts.max_staleness_ms, spec)
+        else:
+            served = await self._read_remote(group, tier, need, opts.max_staleness_ms, spec)
+        meta["session"] = session.merge(meta.get("session", token), {group: served.applied})
+        meta["tier"] = tier
+        if tier == "eventual":
+            # A scatter read may be served by several nodes: name them all.
+            replicas = {r for r in str(meta.get("replica") or "").split(",") if r}
+            meta["replica"] = ",".join(sorted(replicas | {served.replica}))
+            meta.setdefault("applied_index", {})[str(group)] = served.applied
+            meta["staleness_ms"] = max(meta.get("staleness_ms", 0), served.staleness_ms)
+            meta["lag"] = max(meta.get("lag", 0), served.lag)
+        return served.result
+
+    async def _serve_read(
+        self, group: int, tier: str, need: int, max_staleness_ms: int | None, spec: ReadSpec
+    ) -> _Served:
+        """Run ``spec`` on this node's replica of ``group`` once ``tier`` allows it."""
         waited = 0
         while True:
             view = self._view(group)
@@ -315,7 +640,7 @@ class Node:
             else:
                 d = decide(tier, view, session_index=need, waited_ms=waited,
                            max_wait_ms=self.opts.session_wait_ms,
-                           max_staleness_ms=opts.max_staleness_ms)
+                           max_staleness_ms=max_staleness_ms)
             if d is Decision.SERVE:
                 break
             if d is Decision.WAIT:
@@ -325,31 +650,25 @@ class Node:
             if d is Decision.REJECT:
                 raise Unavailable(
                     f"replica {self.node_id} of group {group} is {view.staleness_ms} ms stale "
-                    f"(max_staleness_ms={opts.max_staleness_ms})", code="too_stale",
+                    f"(max_staleness_ms={max_staleness_ms})", code="too_stale",
                     replica=self.node_id, staleness_ms=view.staleness_ms)
             await self._read_barrier(group)
             break
         loop = asyncio.get_running_loop()
 
-        def read() -> tuple[T, int]:
+        def read() -> tuple[Any, int]:
             r = self._reader(group)
             with r.transaction():
                 # The index of the very snapshot the read sees: a token taken
                 # before the read could be one entry short of what it returned,
                 # and the session's next read elsewhere could see less (found by
                 # jepsen_like's session checker: monotonic reads broke).
-                return fn(r), r.applied_index()
+                return run_read(r, spec, now_ms), r.applied_index()
 
         result, applied = await loop.run_in_executor(self._executor, read)
-        meta["session"] = session.merge(meta.get("session", token), {group: applied})
-        meta["tier"] = tier
-        if tier == "eventual":
-            st = self.host.status()[group]
-            meta["replica"] = self.node_id
-            meta.setdefault("applied_index", {})[str(group)] = applied
-            meta["staleness_ms"] = max(meta.get("staleness_ms", 0), view.staleness_ms)
-            meta["lag"] = max(meta.get("lag", 0), max(0, st["commit_index"] - applied))
-        return result
+        st = self.host.status()[group]
+        return _Served(result, applied, self.node_id, view.staleness_ms,
+                       max(0, st["commit_index"] - applied))
 
     def _floor(self, memories: list[Memory]) -> str | None:
         floors = self.spec.consistency["tag_floors"]
@@ -373,8 +692,8 @@ class Node:
             result = await run(effective_tier(tier, floor))
         return result
 
-    async def _scatter(self, opts: ReadOptions, fn: Callable[[Reader], T], tier: str | None = None) -> list[T]:
-        return list(await asyncio.gather(*(self._query(g, opts, fn, tier) for g in self.table.groups)))
+    async def _scatter(self, opts: ReadOptions, spec: ReadSpec, tier: str | None = None) -> list[Any]:
+        return list(await asyncio.gather(*(self._query(g, opts, spec, tier) for g in self.table.groups)))
 
     # -- namespaces -------------------------------------------------------
 
@@ -401,7 +720,8 @@ class Node:
         d = self._namespaces.get(ns)
         if d is not None:
             return d
-        d = await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.get_namespace(ns), "linearizable")
+        d = await self._query(CATALOG_GROUP, ReadOptions(), ReadSpec("get_namespace", {"ns": ns}),
+                              "linearizable")
         if d is None:
             raise NotFound(f"namespace {ns!r} does not exist", code="namespace_not_found")
         self._namespaces[ns] = d
@@ -411,8 +731,8 @@ class Node:
         return await self._namespace(ns)
 
     async def list_namespaces(self) -> list[dict[str, Any]]:
-        return await self._query(CATALOG_GROUP, ReadOptions(), lambda r: r.list_namespaces(),
-                                 "linearizable")
+        return list(await self._query(CATALOG_GROUP, ReadOptions(), ReadSpec("list_namespaces"),
+                                      "linearizable"))
 
     @staticmethod
     def _check_dim(d: dict[str, Any], embedding: Any, where: str = "embedding") -> None:
@@ -460,10 +780,34 @@ class Node:
     def _local_ownership(self) -> list[Ownership]:
         """The ownership records of this node's replicas (on a read thread)."""
         out = []
-        for g in self.table.groups:
+        for g in self._local_groups():
             own = self._reader(g).ownership()
             if own is not None:
                 out.append(own)
+        return out
+
+    async def _ownerships(self) -> list[Ownership]:
+        """The groups' ownership records: this node's replicas', and for the groups it
+        does not host, as a hosting node's replica has applied them (eventual, like the
+        local ones). A group whose record cannot be had now is left out (its ranges keep
+        their group in ``merge_ownership``)."""
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(self._executor, self._local_ownership)
+        remote = [g for g in self.table.groups if not self.hosts(g)]
+        answers = await asyncio.gather(*(
+            self._read_remote(g, "eventual", 0, None, ReadSpec("ownership"), OWNERSHIP_READ_S)
+            for g in remote
+        ), return_exceptions=True)
+        for g, a in zip(remote, answers, strict=True):
+            if isinstance(a, BaseException):
+                if not isinstance(a, RaftmemError):
+                    raise a
+                log.info("ownership_unavailable", group=g, reason=a.message)
+            elif a.result is not None:
+                try:
+                    out.append(Ownership.from_dict(a.result))
+                except ValueError:
+                    log.warning("ownership_malformed", group=g)
         return out
 
     async def _refresh_table(self, seen: RoutingTable, hints: list[Any], attempt: int) -> None:
@@ -479,8 +823,7 @@ class Node:
         async with self._refresh_lock:
             if self.table is not seen:
                 return
-            loop = asyncio.get_running_loop()
-            owned = await loop.run_in_executor(self._executor, self._local_ownership)
+            owned = await self._ownerships()
             for h in hints:
                 try:
                     owned.append(Ownership.from_dict(h))
@@ -493,17 +836,6 @@ class Node:
                 self.routing_refreshes += 1
                 return
         await asyncio.sleep(min(0.005 * 2**attempt, 0.2))
-
-    @staticmethod
-    def _refuse_unowned(r: Reader, ns: str, memory_id: str) -> None:
-        """A replica serves a key only from a range its group owns in the state it reads."""
-        own = r.ownership()
-        if own is None:
-            return
-        why = own.refusal(hash_key(ns, memory_id), None)
-        if why:
-            raise EpochMismatch(f"{why} (key {memory_id!r})", group=own.group,
-                                ownership=own.to_dict())
 
     # -- memories ---------------------------------------------------------
 
@@ -593,12 +925,13 @@ class Node:
     async def get_memory(
         self, ns: str, memory_id: str, opts: ReadOptions, include_embedding: bool = False
     ) -> Memory:
-        def get(r: Reader) -> Memory | None:
-            self._refuse_unowned(r, ns, memory_id)
-            return r.get(ns, memory_id, now_ms(), include_embedding)
+        # now_ms None: the serving node's clock when it reads (refuse_unowned first).
+        get = ReadSpec("get", {"ns": ns, "id": memory_id, "now_ms": None,
+                               "include_embedding": include_embedding})
 
         async def at(group: int, tier: str) -> Memory | None:
-            return await self._query(group, opts, get, tier)
+            m: Memory | None = await self._query(group, opts, get, tier)
+            return m
 
         attempt = 0
         while True:
@@ -654,9 +987,10 @@ class Node:
         await self._namespace(ns)
         t = now_ms()
         # One more than asked from each group tells whether a next page exists.
+        spec = ReadSpec("list", {"ns": ns, "agent_id": agent_id, "tag": tag, "limit": limit + 1,
+                                 "after_id": cursor, "now_ms": t})
         parts = await self._read(
-            ns, opts,
-            lambda tier: self._scatter(opts, lambda r: r.list(ns, agent_id, tag, limit + 1, cursor, t), tier),
+            ns, opts, lambda tier: self._scatter(opts, spec, tier),
             lambda ps: [m for p in ps for m in p],
         )
         merged = sorted((m for p in parts for m in p), key=lambda m: m["id"])
@@ -669,12 +1003,12 @@ class Node:
     ) -> list[dict[str, Any]]:
         d = await self._namespace(ns)
         self._check_dim(d, embedding)
-        vec = np.asarray(embedding, dtype=np.float32)
-        fd = flt.to_dict()
-        t = now_ms()
+        # float32 values: exact through JSON when a node that hosts a group runs it.
+        vec = np.asarray(embedding, dtype=np.float32).tolist()
+        spec = ReadSpec("search", {"ns": ns, "vector": vec, "k": k, "filter": flt.to_dict(),
+                                   "now_ms": now_ms()})
         parts = await self._read(
-            ns, opts,
-            lambda tier: self._scatter(opts, lambda r: r.search(ns, vec, k, fd, t), tier),
+            ns, opts, lambda tier: self._scatter(opts, spec, tier),
             lambda ps: [h["memory"] for p in ps for h in p],
         )
         merged = sorted(
@@ -697,17 +1031,20 @@ class Node:
                     log.info("purge_skipped", group=gid, reason=e.message)
 
     async def digests(self) -> dict[str, Any]:
+        """Digest and applied index of each group replica on this node (only those:
+        a replica elsewhere reports its own on its node)."""
         loop = asyncio.get_running_loop()
 
         def one(g: int) -> dict[str, Any]:
             r = self._reader(g)
             with r.transaction():
-                return {"applied_index": r.applied_index(), "digest": r.digest()}
+                return {"applied_index": r.applied_index(), "digest": run_read(r, ReadSpec("digest"))}
 
         groups = {}
-        for g in self.table.groups:
+        for g in self._local_groups():
             groups[str(g)] = await loop.run_in_executor(self._executor, one, g)
-        return {"node": self.node_id, "groups": groups}
+        return {"node": self.node_id, "groups": groups, "scope": "local replicas",
+                "not_hosted": [g for g in self.table.groups if not self.hosts(g)]}
 
     # -- placement (admin) ------------------------------------------------
 
@@ -746,7 +1083,7 @@ class Node:
         )
         status = self.host.status()
         groups = tuple(
-            planner.GroupInfo(g, voters=tuple(self.table.replicas[g]),
+            planner.GroupInfo(g, voters=tuple(self.replica_nodes(g)),
                               leader=status.get(g, {}).get("leader"),
                               conf_ver=self.table.conf_ver)
             for g in self.table.groups
@@ -761,9 +1098,7 @@ class Node:
 
     async def ranges(self) -> dict[str, Any]:
         """Every range of the routing table: owning group, replicas, leader, epochs."""
-        loop = asyncio.get_running_loop()
-        records = {o.group: o for o in
-                   await loop.run_in_executor(self._executor, self._local_ownership)}
+        records = {o.group: o for o in await self._ownerships()}
         status = self.host.status()
         table = self.table
         out = []
@@ -774,9 +1109,10 @@ class Node:
                 "start": format_point(r.start),
                 "end": format_point(r.end),
                 "group": r.group,
-                "replicas": list(table.replicas.get(r.group, ())),
+                "replicas": self.replica_nodes(r.group),
                 "leader": status.get(r.group, {}).get("leader"),
-                # The group's own record, as this node's replica has applied it.
+                # The group's own record, as this node's replica has applied it
+                # (for a group hosted elsewhere: as a hosting node's replica has).
                 "range_version": None if claim is None else claim.version,
                 "group_epoch": None if own is None
                 else {"version": own.version, "conf_ver": own.conf_ver},
@@ -850,9 +1186,11 @@ class Node:
                 problems[gid] = "no word from the leader for over 2 s"
             elif st["raft_applied_index"] < st["commit_index"]:
                 problems[gid] = f"applying backlog ({st['raft_applied_index']}/{st['commit_index']})"
-        ready = not problems and len(groups) == len(self.table.groups)
+        # Readiness of this node's replicas; groups hosted elsewhere are theirs to report.
+        ready = not problems and set(groups) == set(self.host.replicas)
         return ready, {"ready": ready, "node": self.node_id,
-                       "problems": {str(k): v for k, v in problems.items()}}
+                       "problems": {str(k): v for k, v in problems.items()},
+                       "hosted_groups": self._local_groups()}
 
     async def cluster_state(self) -> dict[str, Any]:
         return {
@@ -860,7 +1198,9 @@ class Node:
             "cluster_id": self.spec.cluster_id,
             "nodes": [n.to_dict() for n in self.spec.nodes],
             "routing": self.table.to_dict(),
+            # this node's replicas only; the routing table says where the others are
             "groups": {str(g): st for g, st in sorted(self.host.status().items())},
+            "hosted_groups": self._local_groups(),
             "transport": {
                 "frames_in": self.host.mux.frames_in,
                 "frames_out": self.host.mux.frames_out,
@@ -870,7 +1210,7 @@ class Node:
             "durable": self.opts.durable,
             # each group replica's in-memory search index (rows, bytes): vecindex.py
             "search_index": {str(g): vecindex.stats_for(self._db_path(g))
-                             for g in self.table.groups},
+                             for g in self._local_groups()},
             "reads": {"barrier": self.opts.read_barrier,
                       "read_index_fallbacks": self.read_index_fallbacks},
         }

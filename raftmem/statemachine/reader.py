@@ -12,22 +12,27 @@ A namespace that this database does not hold reads as empty (``None`` / ``[]``
 / 0), because groups learn namespaces lazily and a scatter read asks every
 group; only :meth:`search` needs the namespace's definition and returns ``[]``
 without it.
+
+The node's reads are data, not code: a :class:`ReadSpec` (an operation and its
+arguments, JSON all through) run by :func:`run_read`. The node that hosts a
+replica runs it locally; a node that does not sends it to one that does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
 import orjson
 import structlog
 
-from raftmem.errors import ValidationError
-from raftmem.keyspace import Ownership
+from raftmem.errors import EpochMismatch, ValidationError
+from raftmem.keyspace import Ownership, hash_key
 from raftmem.statemachine import vecindex
 from raftmem.statemachine.ops import Namespace, load_namespace
 from raftmem.statemachine.ownership import load as load_ownership
@@ -523,3 +528,89 @@ class Reader:
                 h.update(len(blob).to_bytes(8, "big"))
                 h.update(blob)
         return h.hexdigest()
+
+
+# --- reads as data -------------------------------------------------------------------
+
+# Each read operation and exactly the arguments it takes.
+READ_OPS: dict[str, frozenset[str]] = {
+    "get": frozenset({"ns", "id", "now_ms", "include_embedding"}),
+    "list": frozenset({"ns", "agent_id", "tag", "limit", "after_id", "now_ms"}),
+    "search": frozenset({"ns", "vector", "k", "filter", "now_ms"}),
+    "get_namespace": frozenset({"ns"}),
+    "list_namespaces": frozenset(),
+    "ownership": frozenset(),
+    "digest": frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """One read of one replica, as data: ``{"op": ..., "args": {...}}``, JSON all through.
+
+    ``search`` takes its vector as a list of numbers (float32 values: they
+    survive JSON exactly); ``get`` with ``now_ms`` None reads at the clock of
+    the node that runs it, when it runs it.
+    """
+
+    op: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "args": dict(self.args)}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ReadSpec:
+        """Parse :meth:`to_dict`'s form; ValidationError for anything else."""
+        if not isinstance(d, Mapping) or set(d) != {"op", "args"}:
+            raise ValidationError("a read spec is an object with op and args", field="spec")
+        op, args = d["op"], d["args"]
+        if not isinstance(op, str) or op not in READ_OPS:
+            raise ValidationError(f"unknown read op {op!r}", field="spec.op")
+        if not isinstance(args, Mapping) or set(args) != READ_OPS[op]:
+            raise ValidationError(
+                f"read op {op} takes exactly the args {sorted(READ_OPS[op])}", field="spec.args"
+            )
+        return cls(op, dict(args))
+
+
+def refuse_unowned(r: Reader, ns: str, memory_id: str) -> None:
+    """A replica serves a key only from a range its group owns in the state it reads."""
+    own = r.ownership()
+    if own is None:
+        return
+    why = own.refusal(hash_key(ns, memory_id), None)
+    if why:
+        raise EpochMismatch(f"{why} (key {memory_id!r})", group=own.group,
+                            ownership=own.to_dict())
+
+
+def run_read(r: Reader, spec: ReadSpec, clock: Callable[[], int] | None = None) -> Any:
+    """Run ``spec`` on ``r``; the answer is JSON-serialisable (an ownership as its dict).
+
+    ``clock`` gives ``now_ms`` to a ``get`` that names none.
+    """
+    a = spec.args
+    if spec.op == "get":
+        refuse_unowned(r, a["ns"], a["id"])
+        now = a["now_ms"]
+        if now is None:
+            if clock is None:
+                raise ValidationError("get needs now_ms or a clock")
+            now = clock()
+        return r.get(a["ns"], a["id"], now, bool(a["include_embedding"]))
+    if spec.op == "list":
+        return r.list(a["ns"], a["agent_id"], a["tag"], a["limit"], a["after_id"], a["now_ms"])
+    if spec.op == "search":
+        return r.search(a["ns"], np.asarray(a["vector"], dtype=np.float32), a["k"], a["filter"],
+                        a["now_ms"])
+    if spec.op == "get_namespace":
+        return r.get_namespace(a["ns"])
+    if spec.op == "list_namespaces":
+        return r.list_namespaces()
+    if spec.op == "ownership":
+        own = r.ownership()
+        return None if own is None else own.to_dict()
+    if spec.op == "digest":
+        return r.digest()
+    raise ValidationError(f"unknown read op {spec.op!r}")
