@@ -142,6 +142,9 @@ class NodeOptions:
     read_timeout_s: float = 5.0
     max_body_bytes: int = 8 * 1024 * 1024
     durable: bool = True
+    # The placement driver's leader runs the planner's operators by itself
+    # (after a node joins or is drained); off: only POST /admin/rebalance does.
+    auto_rebalance: bool = True
     admin_token: str | None = None
     json_logs: bool = False
     purge_interval_s: float = 5.0

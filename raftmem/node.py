@@ -23,6 +23,7 @@ credential derived from the cluster secret (``INTERNAL_HEADER``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -41,7 +42,7 @@ import orjson
 import structlog
 
 from raftmem import commands, session
-from raftmem.config import ClusterSpec, NodeOptions, parse_addr
+from raftmem.config import ClusterSpec, NodeOptions, NodeSpec, parse_addr
 from raftmem.errors import (
     CommitTimeout,
     Conflict,
@@ -57,7 +58,9 @@ from raftmem.errors import (
     from_result_error,
 )
 from raftmem.keyspace import Ownership, format_point
-from raftmem.placement import planner
+from raftmem.pd import PD_GROUP, PlacementDriver, pd_members
+from raftmem.placement import pdstate
+from raftmem.placement.pdstate import PDState
 from raftmem.placement.routing import RoutingTable, initial_table, merge_ownership
 from raftmem.readpolicy import Decision, ReplicaView, decide, effective_tier, strongest
 from raftmem.shardgroups.host import HARDENING, GroupHost, HostConfig, ProposalFailed
@@ -176,21 +179,32 @@ class Node:
         data_dir: str,
         secret: bytes,
         options: NodeOptions | None = None,
+        joining: NodeSpec | None = None,
     ) -> None:
+        """``joining``: this node is not in the cluster description (``spec``, as the
+        cluster was created); it joined later (``raftmem node --join``) with these
+        addresses, and hosts only what the placement driver gives it."""
         self.spec = spec
         self.node_id = node_id
-        self.me = spec.node(node_id)
+        self.me = joining if joining is not None else spec.node(node_id)
         self.data_dir = data_dir
         self.opts = options or NodeOptions()
-        self.table: RoutingTable = initial_table(
+        # The table the cluster was created with: genesis ownership and the
+        # first placement. The placement driver's state takes over from it.
+        self.initial_table: RoutingTable = initial_table(
             [n.id for n in spec.nodes], spec.groups, spec.replicas
         )
+        self.table: RoutingTable = self.initial_table
+        first = {g: list(m) for g, m in self.table.replicas.items()}
+        first[PD_GROUP] = pd_members([n.id for n in spec.nodes])
+        peers = {n.id: parse_addr(n.raft) for n in spec.nodes}
+        peers[self.me.id] = parse_addr(self.me.raft)
         self.host = GroupHost(
             HostConfig(
                 node_id=node_id,
                 raft_bind=parse_addr(self.me.raft),
-                peers={n.id: parse_addr(n.raft) for n in spec.nodes},
-                groups={g: list(m) for g, m in self.table.replicas.items()},
+                peers=peers,
+                groups={} if joining is not None else first,
                 data_dir=data_dir,
                 secret=secret,
                 durable=self.opts.durable,
@@ -214,12 +228,16 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
         self.read_index_fallbacks = 0
+        self.pd = PlacementDriver(self, auto_rebalance=self.opts.auto_rebalance)
 
-    def _state_machine(self, path: str) -> StateMachine:
+    def _state_machine(self, path: str) -> Any:
         """A group replica's state machine, created with the group's genesis ownership:
         its ranges in the initial routing table, the same on every replica (a
         function of the cluster description); written only into a database that
-        has no ownership record yet (raftmem/statemachine/ownership.py)."""
+        has no ownership record yet (raftmem/statemachine/ownership.py). The
+        placement driver's group has its own state machine (pdstate.py)."""
+        if os.path.normpath(path) == os.path.normpath(self._db_path(PD_GROUP)):
+            return PDState(path)
         for g in self.table.groups:
             if os.path.normpath(path) == os.path.normpath(self._db_path(g)):
                 return StateMachine(path, genesis=initial_table(
@@ -233,11 +251,22 @@ class Node:
     # -- where groups live (the placement driver will re-wire these) --------
 
     def replica_nodes(self, group: int) -> list[str]:
-        """The nodes that host a replica of ``group``."""
+        """The nodes that host a replica of ``group`` (voters, then learners), as the
+        placement driver's state last seen here says."""
+        g = self.pd.state.get("groups", {}).get(str(group))
+        if g is not None:
+            return [*g["voters"], *g["learners"]]
+        if group == PD_GROUP:
+            return pd_members([n.id for n in self.spec.nodes])
         return list(self.table.replicas[group])
 
     def api_address(self, node_id: str) -> str:
         """``host:port`` of a node's HTTP API (where its internal endpoints are)."""
+        if node_id == self.me.id:
+            return self.me.api
+        known = self.pd.api_address(node_id)
+        if known is not None:
+            return known
         return self.spec.node(node_id).api
 
     def hosts(self, group: int) -> bool:
@@ -245,7 +274,36 @@ class Node:
         return group in self.host.replicas
 
     def _local_groups(self) -> list[int]:
-        return sorted(self.host.replicas)
+        """The data groups this node hosts a replica of (not the PD's)."""
+        return sorted(g for g in self.host.replicas if g != PD_GROUP)
+
+    def apply_placement(self, state: dict[str, Any]) -> None:
+        """The routing table's replica lists follow the placement driver's groups."""
+        groups = state.get("groups") or {}
+        replicas = dict(self.table.replicas)
+        for gid in self.table.groups:
+            g = groups.get(str(gid))
+            if g is not None and g["voters"]:
+                replicas[gid] = tuple(g["voters"])
+        if replicas != dict(self.table.replicas):
+            self.table = dataclasses.replace(self.table, replicas=replicas)
+
+    async def post_internal(self, api: str | None, path: str, body: dict[str, Any],
+                            timeout: float = 10.0, node_id: str | None = None) -> Any:
+        """POST JSON to another node's internal endpoint; its JSON answer, or its error raised."""
+        if self._http is None:
+            raise Unavailable(f"node {self.node_id} is not started", code="unavailable")
+        limits = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, FORWARD_CONNECT_S))
+        url = f"http://{api}{path}"
+        try:
+            async with self._http.post(url, data=orjson.dumps(body), timeout=limits,
+                                       headers={"Content-Type": "application/json"}) as resp:
+                status, raw = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise Unavailable(f"{api} did not answer {path}: {e!r}", code="unavailable") from e
+        if status != 200:
+            raise remote_error(status, raw)
+        return orjson.loads(raw)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -260,6 +318,7 @@ class Node:
         )
         self.host.start()
         self._tasks.append(asyncio.create_task(self._purge_loop()))
+        self._tasks.append(asyncio.create_task(self.pd.run()))
         log.info("node_started", node=self.node_id, raft=self.me.raft, api=self.me.api,
                  groups=sorted(self.host.replicas))
 
@@ -479,7 +538,7 @@ class Node:
         """``POST /internal/groups/{group}/propose``: an encoded command, proposed here."""
         self._refuse_unhosted(group)
         try:
-            commands.decode(payload)
+            (pdstate.decode if group == PD_GROUP else commands.decode)(payload)
         except CorruptionError as e:
             raise ValidationError(f"not a command payload: {e}") from None
         budget = self.opts.write_timeout_s if timeout_ms is None else timeout_ms / 1000
@@ -574,13 +633,18 @@ class Node:
         return True
 
     def _reader(self, group: int) -> Reader:
-        readers: dict[int, Reader] | None = getattr(self._local, "readers", None)
+        readers: dict[tuple[int, int], Reader] | None = getattr(self._local, "readers", None)
         if readers is None:
             readers = self._local.readers = {}
-        r = readers.get(group)
+        # A replica dropped and created again here is a new database: readers
+        # of the earlier one's files are not reused.
+        key = (group, self.host.generation.get(group, 0))
+        r = readers.get(key)
         if r is None:
+            for old in [k for k in readers if k[0] == group]:
+                readers.pop(old).close()
             path = os.path.join(self.data_dir, "groups", f"g{group}", "state.db")
-            r = readers[group] = Reader(path)
+            r = readers[key] = Reader(path)
         return r
 
     def _view(self, group: int) -> ReplicaView:
@@ -1023,7 +1087,7 @@ class Node:
             await asyncio.sleep(self.opts.purge_interval_s)
             t = now_ms()
             for gid, st in self.host.status().items():
-                if st["role"] != "leader":
+                if st["role"] != "leader" or gid == PD_GROUP:
                     continue
                 try:
                     await self._propose(gid, commands.purge(t, t - int(self.opts.dedup_window_s * 1000)))
@@ -1047,54 +1111,6 @@ class Node:
                 "not_hosted": [g for g in self.table.groups if not self.hosts(g)]}
 
     # -- placement (admin) ------------------------------------------------
-
-    async def _live_peers(self) -> set[str] | None:
-        """Peers with an authenticated Raft connection to this node right now (None: unknown).
-
-        Read on the raft thread, which owns the transport. Liveness as this node
-        sees it; the placement driver's heartbeats will replace it.
-        """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[set[str]] = loop.create_future()
-        mux = self.host.mux
-
-        def look() -> None:  # raft thread
-            live = {c.peer for c in list(mux.conns) if c.state == "ready" and c.peer} - mux.isolated
-
-            def settle() -> None:
-                if not fut.done():
-                    fut.set_result(live)
-
-            loop.call_soon_threadsafe(settle)
-
-        self.host.call_soon(look)
-        try:
-            return await asyncio.wait_for(fut, 1.0)
-        except TimeoutError:
-            return None
-
-    async def cluster_view(self) -> tuple[planner.ClusterView, dict[str, str]]:
-        """The planner's view of the cluster from this node, and where each fact came from."""
-        live = await self._live_peers()
-        nodes = tuple(
-            planner.NodeInfo(n.id, planner.LIVE if n.id == self.node_id
-                             or (live is not None and n.id in live) else "down")
-            for n in self.spec.nodes
-        )
-        status = self.host.status()
-        groups = tuple(
-            planner.GroupInfo(g, voters=tuple(self.replica_nodes(g)),
-                              leader=status.get(g, {}).get("leader"),
-                              conf_ver=self.table.conf_ver)
-            for g in self.table.groups
-        )
-        sources = {
-            "liveness": "raft connections of this node" if live is not None
-            else "unknown (the raft thread did not answer): every peer counted down",
-            "replicas": "routing table (replicas are fixed at cluster creation)",
-            "leaders": "this node's replicas",
-        }
-        return planner.ClusterView(nodes, groups, self.spec.replicas), sources
 
     async def ranges(self) -> dict[str, Any]:
         """Every range of the routing table: owning group, replicas, leader, epochs."""
@@ -1125,38 +1141,45 @@ class Node:
             "routing_refreshes": self.routing_refreshes,
         }
 
-    async def rebalance(self, dry_run: bool) -> dict[str, Any]:
-        """The planner's operators for the cluster as this node sees it (dry run only)."""
-        if not dry_run:
-            raise NotBuilt(
-                "rebalancing needs the placement driver's executor, which is not built yet; "
-                "use dry_run=true to see the plan", executor="not_built")
-        view, sources = await self.cluster_view()
-        ops = planner.plan(view)
-        return {
-            "dry_run": True,
-            "node": self.node_id,
-            "view": {
-                "nodes": [{"id": n.id, "state": n.state} for n in view.nodes],
-                "groups": [{"group": g.id, "voters": list(g.voters), "learners": list(g.learners),
-                            "leader": g.leader, "conf_ver": g.conf_ver} for g in view.groups],
-                "replicas": view.replicas,
-                "sources": sources,
-            },
-            "operators": [
-                {"kind": op.kind, "group": op.group, "node": op.node, "target": op.target,
-                 "conf_ver": op.conf_ver, "reason": op.reason, "description": op.describe()}
-                for op in ops
-            ],
-        }
+    async def _at_pd_leader(self, action: str, body: dict[str, Any]) -> Any:
+        """Run a placement action on the PD's leader (here, or forwarded there)."""
+        st = self.host.status().get(PD_GROUP)
+        if st is not None and st["role"] == "leader":
+            return await self.pd.handle(action, body)
+        leader = st["leader"] if st is not None else None
+        candidates = [leader] if leader else []
+        candidates += [n for n in self.pd.pd_nodes() if n not in candidates and n != self.node_id]
+        last: RaftmemError | None = None
+        for n in candidates:
+            try:
+                return await self.post_internal(self.api_address(n),
+                                                f"/internal/placement/{action}", body)
+            except Unavailable as e:
+                last = e  # not the leader (any more), or unreachable: the next one
+        raise last or Unavailable("the placement driver has no reachable leader",
+                                  code="no_leader")
 
-    def operators(self) -> dict[str, Any]:
-        return {
-            "operators": [],
-            "executor": "not_built",
-            "message": "no operator runs: the placement driver's executor is not built yet "
-                       "(POST /admin/rebalance?dry_run=true shows what it would do)",
-        }
+    async def rebalance(self, dry_run: bool) -> dict[str, Any]:
+        """The placement driver's plan (``dry_run``) or one executor pass, on its leader."""
+        return dict(await self._at_pd_leader("rebalance", {"dry_run": dry_run}))
+
+    async def operators(self) -> dict[str, Any]:
+        """The executor's operators: running, and a bounded history (on the PD leader)."""
+        return dict(await self._at_pd_leader("operators", {}))
+
+    async def add_node(self, node_id: str, api: str, raft: str) -> dict[str, Any]:
+        """``POST /admin/nodes``: register a node; the placement driver then gives it replicas."""
+        return dict(await self._at_pd_leader("register",
+                                             {"id": node_id, "api": api, "raft": raft}))
+
+    async def remove_node(self, node_id: str) -> dict[str, Any]:
+        """``DELETE /admin/nodes/{id}``: drain the node (its replicas move elsewhere,
+        leadership first); once it holds nothing it is removed from the registry."""
+        return dict(await self._at_pd_leader("drain", {"id": node_id}))
+
+    async def describe(self) -> dict[str, Any]:
+        """What a joining node needs: the cluster description and the PD's state."""
+        return {"spec": self.spec.to_dict(), "state": self.pd.state}
 
     # -- fault injection (the transport seam) ------------------------------
 

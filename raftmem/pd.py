@@ -1,0 +1,422 @@
+"""The placement driver (PD) as it runs inside a node.
+
+The PD's state (node registry, groups and their replicas, settings:
+``pdstate.py``) is replicated by its own Raft group, ``PD_GROUP``, hosted on
+the first three nodes of the cluster description. Every node runs
+:meth:`PlacementDriver.tick` twice a second:
+
+1. **Heartbeat**: it sends its replicas' reported state (role, leader, term,
+   commit and applied indexes, membership as each replica sees it, the
+   leader's match indexes) to every node hosting the PD, and gets the PD's
+   state back. Heartbeats are soft state, kept in memory by the PD nodes:
+   liveness is "a heartbeat within ``LIVENESS_S``".
+2. **Peers**: every registered node's Raft address is given to the transport,
+   so replicas can be created anywhere.
+3. **Routing**: the routing table's replica lists follow the PD's groups.
+4. **Executor** (only on the PD leader): the bootstrap record is written if
+   missing, and when rebalancing is on (the default) one executor pass runs
+   (``executor.py``): the planner's operators, one safe step at a time.
+
+Actions reach other nodes through the internal API
+(``POST /internal/placement/{action}``, authenticated with the cluster
+secret), handled by :meth:`PlacementDriver.handle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from raftmem.config import parse_addr
+from raftmem.errors import RaftmemError, Unavailable, ValidationError
+from raftmem.placement import pdstate
+from raftmem.placement.executor import (
+    LEARNER,
+    VOTER,
+    ExecutorConfig,
+    GroupReport,
+    Observation,
+    ReplicaReport,
+    observe,
+)
+from raftmem.placement.executor import Executor as OperatorExecutor
+from raftmem.placement.planner import plan
+
+if TYPE_CHECKING:
+    from raftmem.node import Node
+
+log = structlog.get_logger("raftmem.pd")
+
+PD_GROUP = 65000  # the PD's own Raft group (data groups are numbered from 0)
+PD_REPLICAS = 3
+TICK_S = 0.5
+LIVENESS_S = 3.0
+
+
+def pd_members(node_ids: Sequence[str]) -> list[str]:
+    """The nodes hosting the PD group at creation: the first three of the description."""
+    return list(node_ids[:PD_REPLICAS])
+
+
+def replica_report(st: Mapping[str, Any]) -> dict[str, Any]:
+    """What a heartbeat says of one local replica (from ``GroupHost.status()``)."""
+    return {k: st.get(k) for k in (
+        "role", "leader", "term", "commit_index", "raft_applied_index", "members", "learners",
+        "learner", "removed", "match_index", "last_log_index", "failed")}
+
+
+class NodeActions:
+    """The executor's :class:`~raftmem.placement.executor.ClusterActions` over the
+    internal API of the nodes concerned."""
+
+    def __init__(self, pd: PlacementDriver) -> None:
+        self.pd = pd
+
+    async def create_learner(self, node: str, group: int, voters: Sequence[str]) -> None:
+        await self.pd.call(node, "create_replica", {"group": group, "voters": list(voters)})
+
+    async def add_learner(self, group: int, node: str) -> None:
+        for v in self.pd.voters(group):
+            await self.pd.call(v, "add_learner", {"group": group, "node": node})
+
+    async def promote(self, group: int, node: str) -> None:
+        await self.pd.call(self.pd.leader_of(group), "membership",
+                           {"group": group, "action": "add", "node": node})
+
+    async def remove_voter(self, group: int, node: str) -> None:
+        await self.pd.call(self.pd.leader_of(group), "membership",
+                           {"group": group, "action": "rem", "node": node})
+
+    async def drop_replica(self, node: str, group: int) -> None:
+        await self.pd.call(node, "drop_replica", {"group": group})
+
+    async def transfer_leader(self, group: int, node: str) -> None:
+        await self.pd.call(self.pd.leader_of(group), "transfer", {"group": group, "target": node})
+
+    async def record_group(self, group: int, voters: Sequence[str], learners: Sequence[str],
+                           expect_conf_ver: int) -> Mapping[str, Any]:
+        return await self.pd.propose(pdstate.set_group(group, voters, learners, expect_conf_ver))
+
+
+class PlacementDriver:
+    def __init__(self, node: Node, *, auto_rebalance: bool = True) -> None:
+        self.node = node
+        self.auto_rebalance = auto_rebalance
+        self.executor = OperatorExecutor(NodeActions(self), ExecutorConfig(
+            step_timeout=30.0, catch_up_timeout=600.0, action_timeout=10.0))
+        self.state: dict[str, Any] = {}
+        self.state_at = 0.0
+        # PD nodes only: the latest heartbeat of every node (monotonic time, report).
+        self.heartbeats: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._known_peers: dict[str, str] = {}
+        self._pass_lock = asyncio.Lock()
+        self.bootstrap_proposed = False
+        self.last_error: str | None = None
+
+    # -- where things are ----------------------------------------------------------------
+
+    def hosts_pd(self) -> bool:
+        return PD_GROUP in self.node.host.replicas
+
+    def pd_nodes(self) -> list[str]:
+        groups = self.state.get("groups", {})
+        g = groups.get(str(PD_GROUP))
+        if g is not None:
+            return list(g["voters"])
+        return pd_members([n.id for n in self.node.spec.nodes])
+
+    def is_pd_leader(self) -> bool:
+        st = self.node.host.status().get(PD_GROUP)
+        return st is not None and st["role"] == "leader"
+
+    def voters(self, group: int) -> list[str]:
+        g = self.state.get("groups", {}).get(str(group))
+        if g is None:
+            raise Unavailable(f"group {group} is not in the placement driver's state")
+        return list(g["voters"])
+
+    def leader_of(self, group: int) -> str:
+        rep = self.reports().get(group)
+        if rep is None or rep.leader is None:
+            raise Unavailable(f"group {group} has no known leader", code="no_leader")
+        return rep.leader
+
+    def api_address(self, node_id: str) -> str | None:
+        n = self.state.get("nodes", {}).get(node_id)
+        return None if n is None else str(n["api"])
+
+    # -- talking to nodes -----------------------------------------------------------------
+
+    async def call(self, node_id: str, action: str, body: dict[str, Any]) -> Any:
+        """Run ``action`` on ``node_id`` (locally when it is this node)."""
+        if node_id == self.node.node_id:
+            return await self.handle(action, body)
+        api = self.api_address(node_id) or self.node.api_address(node_id)
+        return await self.node.post_internal(api, f"/internal/placement/{action}", body)
+
+    async def propose(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """A PD command through the PD group's log (forwarded when not hosted here)."""
+        res = await self.node.propose_payload(PD_GROUP, pdstate.encode(cmd))
+        return dict(res)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the loop must outlive any one tick
+                self.last_error = repr(e)
+                log.warning("pd_tick_failed", error=repr(e))
+            await asyncio.sleep(TICK_S)
+
+    def my_report(self) -> dict[str, Any]:
+        status = self.node.host.status()
+        return {"node": self.node.node_id,
+                "api": self.node.me.api, "raft": self.node.me.raft,
+                "groups": {str(g): replica_report(st) for g, st in status.items()}}
+
+    async def tick(self) -> None:
+        report = self.my_report()
+        if self.hosts_pd():
+            self.receive_heartbeat(report)
+            self.state = self.local_state()
+            self.state_at = time.monotonic()
+        for n in self.pd_nodes():
+            if n == self.node.node_id:
+                continue
+            try:
+                answer = await self.call(n, "heartbeat", report)
+            except (RaftmemError, OSError, TimeoutError):
+                continue
+            if isinstance(answer, dict) and answer.get("state") and not self.hosts_pd():
+                st = answer["state"]
+                if st.get("applied_index", 0) >= self.state.get("applied_index", 0):
+                    self.state = st
+                    self.state_at = time.monotonic()
+        await self.sync_peers()
+        self.node.apply_placement(self.state)
+        if self.is_pd_leader():
+            if not self.state.get("bootstrapped"):
+                await self.bootstrap()
+            else:
+                if self.auto_rebalance:
+                    async with self._pass_lock:
+                        await self.executor.run_once(self.observation)
+                await self.finish_removals()
+
+    def local_state(self) -> dict[str, Any]:
+        r = self.node.host.replicas.get(PD_GROUP)
+        if r is None:
+            return self.state
+        st: dict[str, Any] = r.sm.state()
+        return st
+
+    async def bootstrap(self) -> None:
+        spec = self.node.spec
+        table = self.node.initial_table
+        groups = {g: list(m) for g, m in table.replicas.items()}
+        groups[PD_GROUP] = pd_members([n.id for n in spec.nodes])
+        cmd = pdstate.bootstrap([n.to_dict() for n in spec.nodes], groups,
+                                replicas=spec.replicas, ts=0)
+        res = await self.propose(cmd)
+        self.bootstrap_proposed = True
+        log.info("pd_bootstrapped", ok=res.get("ok"), nodes=len(spec.nodes))
+
+    async def sync_peers(self) -> None:
+        for nid, n in self.state.get("nodes", {}).items():
+            if nid == self.node.node_id:
+                continue
+            if n["state"] == "removed":
+                if nid in self._known_peers:
+                    await self.node.host.remove_peer(nid)
+                    del self._known_peers[nid]
+                continue
+            if self._known_peers.get(nid) != n["raft"]:
+                await self.node.host.add_peer(nid, parse_addr(n["raft"]))
+                self._known_peers[nid] = n["raft"]
+
+    # -- heartbeats and what they show ----------------------------------------------------
+
+    def receive_heartbeat(self, report: dict[str, Any]) -> None:
+        node = report.get("node")
+        if isinstance(node, str):
+            self.heartbeats[node] = (time.monotonic(), report)
+
+    def live(self) -> set[str]:
+        now = time.monotonic()
+        return {n for n, (t, _) in self.heartbeats.items() if now - t < LIVENESS_S}
+
+    def reports(self) -> dict[int, GroupReport]:
+        """Each group's report from the heartbeats: its leader's view of the
+        configuration, and every hosting node's own applied index."""
+        now = time.monotonic()
+        per_group: dict[int, dict[str, dict[str, Any]]] = {}
+        for n, (t, rep) in self.heartbeats.items():
+            if now - t >= LIVENESS_S:
+                continue
+            for g, st in rep.get("groups", {}).items():
+                per_group.setdefault(int(g), {})[n] = st
+        out: dict[int, GroupReport] = {}
+        for g, by_node in per_group.items():
+            leaders = [(st.get("term") or 0, n) for n, st in by_node.items()
+                       if st.get("role") == "leader"]
+            leader = max(leaders)[1] if leaders else None
+            lst = by_node.get(leader) if leader is not None else None
+            replicas: dict[str, ReplicaReport] = {}
+            match = (lst or {}).get("match_index") or {}
+            voters = set((lst or {}).get("members") or [])
+            learners = set((lst or {}).get("learners") or [])
+            for n in set(by_node) | voters | learners:
+                st = by_node.get(n, {})
+                role = VOTER if n in voters else LEARNER if n in learners else None
+                applied = int(st.get("raft_applied_index") or 0)
+                if n == leader:
+                    m = int((lst or {}).get("last_log_index") or 0)
+                else:
+                    m = int(match.get(n, 0))
+                replicas[n] = ReplicaReport(
+                    role=role, applied_index=applied, match_index=m,
+                    member=bool(st) and not st.get("learner") and not st.get("removed"))
+            out[g] = GroupReport(g, leader, int((lst or {}).get("term") or 0),
+                                 int((lst or {}).get("commit_index") or 0), replicas)
+        return out
+
+    async def observation(self) -> Observation:
+        state = self.local_state()
+        # The PD group itself is placed at creation and not moved by the executor.
+        data = {**state, "groups": {k: v for k, v in state.get("groups", {}).items()
+                                    if int(k) != PD_GROUP}}
+        return observe(data, self.reports(), live=self.live())
+
+    # -- admin ----------------------------------------------------------------------------
+
+    async def register(self, node_id: str, api: str, raft: str) -> dict[str, Any]:
+        res = await self.propose(pdstate.register_node(node_id, api, raft,
+                                                       ts=int(time.time() * 1000)))
+        if not res.get("ok"):
+            err = res.get("error") or {}
+            raise ValidationError(str(err.get("message", "refused")),
+                                  code=str(err.get("code", "invalid_request")))
+        return res
+
+    async def drain(self, node_id: str) -> dict[str, Any]:
+        res = await self.propose(pdstate.set_node_state(node_id, "draining"))
+        if not res.get("ok"):
+            err = res.get("error") or {}
+            raise ValidationError(str(err.get("message", "refused")),
+                                  code=str(err.get("code", "invalid_request")))
+        return res
+
+    def progress(self) -> dict[str, Any]:
+        out = self.executor.progress()
+        out["auto_rebalance"] = self.auto_rebalance
+        out["pd_leader"] = self.node.node_id
+        out["live"] = sorted(self.live())
+        return out
+
+    async def rebalance(self, dry_run: bool) -> dict[str, Any]:
+        """The plan on the PD's view (``dry_run``: nothing changes), or one executor
+        pass now (operators started; their progress in :meth:`progress`)."""
+        obs = await self.observation()
+        if dry_run:
+            ops = plan(obs.view)
+            return {
+                "dry_run": True,
+                "node": self.node.node_id,
+                "view": {
+                    "nodes": [{"id": n.id, "state": n.state} for n in obs.view.nodes],
+                    "groups": [{"group": g.id, "voters": list(g.voters),
+                                "learners": list(g.learners), "leader": g.leader,
+                                "conf_ver": g.conf_ver} for g in obs.view.groups],
+                    "replicas": obs.view.replicas,
+                    "sources": {"liveness": "heartbeats to the placement driver",
+                                "replicas": "the placement driver's state",
+                                "leaders": "heartbeats"},
+                },
+                "operators": [
+                    {"kind": op.kind, "group": op.group, "node": op.node, "target": op.target,
+                     "conf_ver": op.conf_ver, "reason": op.reason, "description": op.describe()}
+                    for op in ops],
+            }
+        async with self._pass_lock:
+            result = await self.executor.run_once(self.observation)
+        return {"dry_run": False, "node": self.node.node_id,
+                "started": [r.to_dict(time.monotonic()) for r in result.started],
+                "balanced": result.balanced, "progress": self.progress()}
+
+    async def finish_removals(self) -> None:
+        """Draining nodes that hold nothing any more are removed from the registry."""
+        holding: dict[str, int] = {}
+        for g in self.state.get("groups", {}).values():
+            for n in [*g["voters"], *g["learners"]]:
+                holding[n] = holding.get(n, 0) + 1
+        for nid, n in self.state.get("nodes", {}).items():
+            if n["state"] == "draining" and not holding.get(nid):
+                await self.propose(pdstate.remove_node(nid))
+
+    # -- the internal API (what other nodes ask of this one) ------------------------------
+
+    async def handle(self, action: str, body: Mapping[str, Any]) -> Any:
+        host = self.node.host
+        if action == "heartbeat":
+            if not self.hosts_pd():
+                raise Unavailable("this node does not host the placement driver")
+            self.receive_heartbeat(dict(body))
+            return {"state": self.local_state()}
+        if action == "state":
+            return {"state": self.local_state() if self.hosts_pd() else self.state}
+        if action == "describe":
+            return await self.node.describe()
+        if action in ("rebalance", "operators", "register", "drain"):
+            if not self.is_pd_leader():
+                raise Unavailable("this node does not lead the placement driver",
+                                  code="not_leader")
+            if action == "operators":
+                return self.progress()
+            if action == "register":
+                return await self.register(str(body.get("id")), str(body.get("api")),
+                                           str(body.get("raft")))
+            if action == "drain":
+                return await self.drain(str(body.get("id")))
+            return await self.rebalance(bool(body.get("dry_run")))
+        group = body.get("group")
+        if not isinstance(group, int) or isinstance(group, bool):
+            raise ValidationError("group must be an integer", field="group")
+        if action == "create_replica":
+            voters = [str(v) for v in body.get("voters") or []]
+            for v in voters:
+                addr = self.api_address(v)
+                n = self.state.get("nodes", {}).get(v)
+                if addr is not None and n is not None:
+                    await host.add_peer(v, parse_addr(n["raft"]))
+            return {"created": await host.create_replica(group, voters, learner=True)}
+        if action == "add_learner":
+            node = str(body.get("node"))
+            n = self.state.get("nodes", {}).get(node)
+            if n is not None:
+                await host.add_peer(node, parse_addr(n["raft"]))
+            return {"added": await host.add_learner(group, node)}
+        if action == "drop_replica":
+            return {"dropped": await host.drop_replica(group)}
+        if action == "membership":
+            act, node = str(body.get("action")), str(body.get("node"))
+            if act not in ("add", "rem"):
+                raise ValidationError("action must be add or rem", field="action")
+            r = host.replicas.get(group)
+            if r is not None and (act == "add" and node in r.members()
+                                  or act == "rem" and node not in r.members()):
+                return {"changed": False}  # already so: idempotent
+            await asyncio.wait_for(host.change_membership(group, act, node), 10)
+            return {"changed": True}
+        if action == "transfer":
+            why = await host.transfer_leadership(group, str(body.get("target")))
+            return {"started": why is None, "reason": why}
+        raise ValidationError(f"unknown placement action {action!r}", field="action")
