@@ -270,8 +270,10 @@ class Node:
         return self.spec.node(node_id).api
 
     def hosts(self, group: int) -> bool:
-        """Whether this node has a replica of ``group`` right now."""
-        return group in self.host.replicas
+        """Whether this node has a replica of ``group`` that serves right now: a learner
+        (still catching up, not yet a voter) or a removed replica does not."""
+        r = self.host.replicas.get(group)
+        return r is not None and not r.learner and not r.removed
 
     def _local_groups(self) -> list[int]:
         """The data groups this node hosts a replica of (not the PD's)."""

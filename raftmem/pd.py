@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from raftmem.config import parse_addr
-from raftmem.errors import RaftmemError, Unavailable, ValidationError
+from raftmem.errors import CommitTimeout, RaftmemError, Unavailable, ValidationError
 from raftmem.placement import pdstate
 from raftmem.placement.executor import (
     LEARNER,
@@ -45,6 +45,7 @@ from raftmem.placement.executor import (
 )
 from raftmem.placement.executor import Executor as OperatorExecutor
 from raftmem.placement.planner import plan
+from raftmem.shardgroups.host import ProposalFailed
 
 if TYPE_CHECKING:
     from raftmem.node import Node
@@ -95,7 +96,12 @@ class NodeActions:
         await self.pd.call(node, "drop_replica", {"group": group})
 
     async def transfer_leader(self, group: int, node: str) -> None:
-        await self.pd.call(self.pd.leader_of(group), "transfer", {"group": group, "target": node})
+        res = await self.pd.call(self.pd.leader_of(group), "transfer",
+                                 {"group": group, "target": node})
+        if not res.get("started"):
+            # Raised so that the executor asks again at its next pass.
+            raise Unavailable(f"leadership transfer of group {group} to {node} not started: "
+                              f"{res.get('reason')}", code="transfer_not_started")
 
     async def record_group(self, group: int, voters: Sequence[str], learners: Sequence[str],
                            expect_conf_ver: int) -> Mapping[str, Any]:
@@ -284,7 +290,8 @@ class PlacementDriver:
                     m = int(match.get(n, 0))
                 replicas[n] = ReplicaReport(
                     role=role, applied_index=applied, match_index=m,
-                    member=bool(st) and not st.get("learner") and not st.get("removed"))
+                    # hosting a replica that has not learnt of its removal
+                    member=bool(st) and not st.get("removed"))
             out[g] = GroupReport(g, leader, int((lst or {}).get("term") or 0),
                                  int((lst or {}).get("commit_index") or 0), replicas)
         return out
@@ -414,7 +421,17 @@ class PlacementDriver:
             if r is not None and (act == "add" and node in r.members()
                                   or act == "rem" and node not in r.members()):
                 return {"changed": False}  # already so: idempotent
-            await asyncio.wait_for(host.change_membership(group, act, node), 10)
+            try:
+                await asyncio.wait_for(host.change_membership(group, act, node), 10)
+            except ProposalFailed as e:
+                if e.definite:
+                    raise Unavailable(f"membership change of group {group} refused: {e.reason}",
+                                      code="membership_refused") from None
+                raise CommitTimeout(f"membership change of group {group}: {e.reason}",
+                                    group=group) from None
+            except TimeoutError:
+                raise CommitTimeout(f"membership change of group {group}: no commit within 10 s",
+                                    group=group) from None
             return {"changed": True}
         if action == "transfer":
             why = await host.transfer_leadership(group, str(body.get("target")))

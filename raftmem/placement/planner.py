@@ -167,8 +167,10 @@ def plan(view: ClusterView) -> list[Operator]:
             if g.id in busy or g.leader is None:
                 continue
             if leaders[g.leader] > math.ceil(lmean):
+                # Only a move that narrows the gap: otherwise two nodes pass a
+                # leadership back and forth while a third has none to give.
                 options = [n for n in g.voters if n in live and leaders[n] < math.floor(lmean) + 1
-                           and n != g.leader]
+                           and n != g.leader and leaders[n] + 1 < leaders[g.leader]]
                 if options:
                     to = min(options, key=lambda n: (leaders[n], n))
                     add(Operator("transfer_leader", g.id, g.leader, g.conf_ver,

@@ -104,7 +104,7 @@ async def three_nodes(tmp_path: Path) -> AsyncIterator[Cluster]:
             c.clients[n] = await stack.enter_async_context(TestClient(server))
         for n, node in c.nodes.items():
             # The premise: each node hosts exactly the groups the placement gives it.
-            assert sorted(node.host.replicas) == [g for g in range(3) if n in PLACEMENT[g]]
+            assert node._local_groups() == [g for g in range(3) if n in PLACEMENT[g]]
 
         async def ready() -> bool:
             return all(node.readiness()[0] for node in c.nodes.values())

@@ -32,8 +32,32 @@ def test_a_joining_node_gets_replicas_learner_first() -> None:
     # 12 replicas over 4 nodes: n4 should end with 3; learners come first, one per group.
     adds = [o for o in ops if o.startswith("add_learner")]
     assert adds == ["add_learner g0 n4", "add_learner g1 n4", "add_learner g2 n4"]
-    # n1 leads two of four groups: the one group not gaining a learner moves its leader.
-    assert [o for o in ops if o not in adds] == ["transfer_leader g3 n1->n2"]
+    # n1 leads two of four groups, but moving one to n2 (which leads one) would only
+    # swap which of them leads two: leadership waits for n4 to become a voter.
+    assert [o for o in ops if o not in adds] == []
+
+
+def test_leadership_is_not_passed_back_and_forth() -> None:
+    # Both orders of the same imbalance: no move, since none narrows the gap
+    # (the old rule moved g3 n1->n2, then n2->n1, and so on).
+    for leader in ("n1", "n2"):
+        assert kinds(f"""
+            nodes: n1 up, n2 up, n3 up, n4 up
+            group | voters   | learners | leader
+            0     | n1 n2 n3 |          | n1
+            1     | n1 n2 n3 |          | n2
+            2     | n1 n2 n3 |          | n3
+            3     | n1 n2 n3 |          | {leader}
+        """) == ["add_learner g0 n4", "add_learner g1 n4", "add_learner g2 n4"], leader
+    # When the move narrows the gap (2 vs 0), it is made.
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n4 |          | n1
+        1     | n1 n3 n4 |          | n1
+        2     | n2 n3 n4 |          | n2
+        3     | n1 n2 n3 |          | n3
+    """) == ["transfer_leader g0 n1->n4"]
 
 
 def test_a_caught_up_learner_is_promoted_and_nothing_else_touches_its_group() -> None:
