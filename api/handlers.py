@@ -1,8 +1,9 @@
 """Thin handlers: a validated :class:`Call` in, one service call, a :class:`Reply` out.
 
-Nothing here parses, validates or catches: the dispatcher in :mod:`api.app`
-has already checked every input against :mod:`api.schemas`, and the error
-middleware turns whatever the service raises into the HTTP error body.
+Nothing here validates or catches: the dispatcher in :mod:`api.app` has
+already checked every input against :mod:`api.schemas`, and the error
+middleware turns whatever the service raises into the HTTP error body. (The
+internal routes get raw bytes; the placement one parses its JSON object here.)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol, cast
 
 from api.operation import Call, Reply
+from api.validation import invalid, parse_json
 from raftmem.errors import ValidationError
 from raftmem.types import Memory, ReadOptions, SearchFilter
 
@@ -208,12 +210,56 @@ async def list_ranges(call: Call) -> Reply:
     return Reply(200, await call.service.ranges())
 
 
+class PlacementService(Protocol):
+    """What the placement admin routes need from the service (``raftmem.node.Node``);
+    every call is answered by the placement driver's leader."""
+
+    async def rebalance(self, dry_run: bool) -> dict[str, Any]:
+        ...
+
+    async def operators(self) -> dict[str, Any]:
+        ...
+
+    async def add_node(self, node_id: str, api: str, raft: str) -> dict[str, Any]:
+        ...
+
+    async def remove_node(self, node_id: str) -> dict[str, Any]:
+        ...
+
+    async def describe(self) -> dict[str, Any]:
+        ...
+
+
+def _placement(call: Call) -> PlacementService:
+    return cast(PlacementService, call.service)
+
+
 async def rebalance(call: Call) -> Reply:
-    return Reply(200, await call.service.rebalance(call.query["dry_run"]))
+    return Reply(200, await _placement(call).rebalance(call.query["dry_run"]))
 
 
 async def list_operators(call: Call) -> Reply:
-    return Reply(200, call.service.operators())
+    return Reply(200, await _placement(call).operators())
+
+
+async def list_nodes(call: Call) -> Reply:
+    state = (await _placement(call).describe()).get("state") or {}
+    nodes = state.get("nodes") or {}
+    holding: dict[str, list[int]] = {}
+    for gid, g in sorted((state.get("groups") or {}).items(), key=lambda kv: int(kv[0])):
+        for n in (*g.get("voters", ()), *g.get("learners", ())):
+            holding.setdefault(n, []).append(int(gid))
+    return Reply(200, {"nodes": [{**nodes[k], "groups": holding.get(k, [])}
+                                 for k in sorted(nodes)]})
+
+
+async def add_node(call: Call) -> Reply:
+    body = call.body
+    return Reply(200, await _placement(call).add_node(body["id"], body["api"], body["raft"]))
+
+
+async def remove_node(call: Call) -> Reply:
+    return Reply(200, await _placement(call).remove_node(call.path["id"]))
 
 
 # --------------------------------------------------------------------------- internal
@@ -232,6 +278,17 @@ class InternalService(Protocol):
     async def internal_read(self, group: int, body: bytes) -> dict[str, Any]:
         ...
 
+    @property
+    def pd(self) -> PlacementActions:
+        ...
+
+
+class PlacementActions(Protocol):
+    """The node's placement driver (``raftmem.pd.PlacementDriver``)."""
+
+    async def handle(self, action: str, body: dict[str, Any]) -> Any:
+        ...
+
 
 async def internal_propose(call: Call) -> Reply:
     service = cast(InternalService, call.service)
@@ -242,3 +299,11 @@ async def internal_propose(call: Call) -> Reply:
 async def internal_read(call: Call) -> Reply:
     service = cast(InternalService, call.service)
     return Reply(200, await service.internal_read(call.path["group"], call.body))
+
+
+async def internal_placement(call: Call) -> Reply:
+    body = parse_json(call.body)
+    if not isinstance(body, dict):
+        raise invalid("", "the body must be a JSON object")
+    service = cast(InternalService, call.service)
+    return Reply(200, await service.pd.handle(call.path["action"], body))

@@ -219,20 +219,63 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST", "/admin/rebalance", "rebalance",
-        "The placement planner's operators for the cluster as this node sees it.",
+        "Run one placement pass now (operators started), or with dry_run only show the plan.",
         handlers.rebalance, tag="admin",
         params=(Param("dry_run", "query", s.BOOLEAN_FALSE,
-                      description="true: only show the plan and why. Required for now."),),
-        responses={200: Response("The plan (dry run).", s.ref("RebalancePlan"))},
-        errors=(501, 503),
-        description="Without dry_run=true: 501 not_implemented, because the executor that "
-        "would run the operators is not built yet; nothing is changed.",
+                      description="true: only show the plan and why; nothing changes."),),
+        responses={200: Response(
+            "dry_run=true: the plan (RebalancePlan); otherwise the pass (RebalancePass).",
+            {"anyOf": [s.ref("RebalancePlan"), s.ref("RebalancePass")]})},
+        errors=(503,),
+        description="Answered by the placement driver's leader (forwarded there). Without "
+        "dry_run one executor pass runs: running operators advance by a step and new ones "
+        "start for idle groups; the answer lists those started and the executor's progress. "
+        "The operators then advance by later passes (twice a second while automatic "
+        "rebalancing is on); follow them with GET /admin/operators.",
     ),
     Operation(
         "GET", "/admin/operators", "listOperators",
-        "Operators in progress (none: the executor is not built yet).",
+        "The placement executor's operators: running ones, and recently finished, failed "
+        "or cancelled ones with their errors.",
         handlers.list_operators, tag="admin",
-        responses={200: Response("The operators.", s.ref("OperatorList"))},
+        responses={200: Response("The executor's progress.", s.ref("OperatorList"))},
+        errors=(503,),
+        description="Answered by the placement driver's leader (forwarded there). Each "
+        "operator shows its current step (step_index of steps) and elapsed time.",
+    ),
+    Operation(
+        "GET", "/admin/nodes", "listNodes",
+        "The placement driver's node registry: every node with its addresses and state.",
+        handlers.list_nodes, tag="admin",
+        responses={200: Response("The registry, by id.", _object({
+            "nodes": {"type": "array", "items": s.ref("RegisteredNode")}}))},
+        description="As the answering node last received it from the placement driver "
+        "(within about a second). A node being removed is draining until it holds no "
+        "replica, then removed.",
+    ),
+    Operation(
+        "POST", "/admin/nodes", "addNode",
+        "Register a node; the placement driver then gives it replicas.",
+        handlers.add_node, tag="admin",
+        body=s.ref("AddNodeRequest"),
+        responses={200: Response("Registered (changed: false when it already was, with "
+                                 "these addresses).", s.ref("NodeChange"))},
+        errors=(503, 504),
+        description="The node process itself is started with raftmem node --join, which "
+        "registers it too. 400 conflict: the id is registered with other addresses, or "
+        "another node uses one of these addresses.",
+    ),
+    Operation(
+        "DELETE", "/admin/nodes/{id}", "removeNode",
+        "Drain a node: its replicas move elsewhere, then it leaves the registry.",
+        handlers.remove_node, tag="admin",
+        params=(Param("id", "path", s.ref("NodeId"), required=True, description="Node id."),),
+        responses={200: Response("Now draining (changed: false when it already was).",
+                                 s.ref("NodeChange"))},
+        errors=(503, 504),
+        description="Answers at once; the executor then moves the node's replicas (leadership "
+        "first) and removes it from the registry once it holds none (GET /admin/nodes shows "
+        "its state). 400 not_found: no such node.",
     ),
     Operation(
         "POST", "/admin/faults/isolate", "isolatePeers",
@@ -257,7 +300,8 @@ OPERATIONS: tuple[Operation, ...] = (
 
 # ---------------------------------------------------------------------------- internal
 # Node-to-node only: a node forwards requests for a shard group it does not host
-# to a node that does (raftmem.node). Not the agent API, so not in /openapi.json.
+# to a node that does (raftmem.node), and the placement driver's actions reach
+# the nodes concerned (raftmem.pd). Not the agent API, so not in /openapi.json.
 # api.app registers them with their own dispatcher: refused with 403 forbidden
 # unless the request carries the cluster's internal credential (the service
 # checks it: Node.check_internal), body bounded by the same size limit, passed
@@ -266,7 +310,23 @@ OPERATIONS: tuple[Operation, ...] = (
 GROUP = Param("group", "path", {"type": "integer", "minimum": 0, "maximum": 1_000_000},
               required=True, description="Shard group id.")
 
+PLACEMENT_ACTION = Param("action", "path", {"type": "string", "minLength": 1, "maxLength": 32,
+                                             "pattern": "^[a-z_]+$"},
+                         required=True, description="The placement action.")
+
 INTERNAL_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", "/internal/placement/{action}", "internalPlacement",
+        "A placement action (heartbeat, state, describe, register, drain, create_replica, ...).",
+        handlers.internal_placement, tag="internal",
+        params=(PLACEMENT_ACTION,),
+        responses={200: Response("The placement driver's answer.", {"type": "object"})},
+        errors=(503,),
+        description="Body: a JSON object, the action's arguments; passed to the node's "
+        "placement driver (raftmem.pd.PlacementDriver.handle). 403 without the internal "
+        "credential; 400 when the body is not a JSON object; 503 not_leader for an action "
+        "only the placement driver's leader answers.",
+    ),
     Operation(
         "POST", "/internal/groups/{group}/propose", "internalPropose",
         "Propose an encoded command (raftmem.commands.encode) through this node's replica.",

@@ -400,14 +400,126 @@ REBALANCE_PLAN: Schema = {
                       "description": "In the order the planner proposes them, each with why."},
     },
 }
+OPERATOR_RUN: Schema = {
+    "type": "object",
+    "required": ["id", "kind", "group", "node", "target", "reason", "conf_ver", "status",
+                 "step", "step_index", "steps", "started_at", "elapsed", "error",
+                 "last_error", "attempts"],
+    "description": "An operator the executor started, with where it is.",
+    "properties": {
+        "id": {"type": "integer", "minimum": 0,
+               "description": "Unique within one placement driver leader's executor."},
+        "kind": OPERATOR["properties"]["kind"],
+        "group": {"type": "integer", "minimum": 0},
+        "node": {"type": "string"},
+        "target": {"type": ["string", "null"]},
+        "reason": {"type": "string"},
+        "conf_ver": {"type": "integer", "minimum": 0},
+        "status": {"type": "string", "enum": ["running", "done", "failed", "cancelled"]},
+        "step": {"type": "string",
+                 "description": "The step whose completion is awaited (or the final status)."},
+        "step_index": {"type": "integer", "minimum": 1,
+                       "description": "1-based number of the step awaited (of steps); "
+                       "steps once done."},
+        "steps": {"type": "integer", "minimum": 0},
+        "started_at": {"type": "integer", "description": "Milliseconds since the epoch."},
+        "elapsed": {"type": "number", "minimum": 0, "description": "Seconds."},
+        "error": {"type": ["string", "null"], "description": "Why it failed or was cancelled."},
+        "last_error": {"type": ["string", "null"],
+                       "description": "The latest action's error (the step is retried)."},
+        "attempts": {"type": "integer", "minimum": 0},
+    },
+}
+OPERATOR_RUNS: Schema = {"type": "array", "items": ref("OperatorRun")}
 OPERATOR_LIST: Schema = {
     "type": "object",
-    "required": ["operators", "executor", "message"],
+    "required": ["executor", "balanced", "passes", "counts", "running", "finished", "failed",
+                 "cancelled"],
+    "description": "The placement driver leader's executor: running operators and a bounded "
+    "history of finished ones.",
     "properties": {
-        "operators": {"type": "array", "items": ref("Operator")},
-        "executor": {"type": "string", "enum": ["not_built"],
-                     "description": "not_built: no operator ever runs yet."},
-        "message": {"type": "string"},
+        "executor": {"type": "string"},
+        "balanced": {"type": "boolean",
+                     "description": "The latest pass found nothing to do and nothing running."},
+        "passes": {"type": "integer", "minimum": 0},
+        "counts": {
+            "type": "object",
+            "required": ["running", "started", "done", "failed", "cancelled"],
+            "description": "running now; the others since the executor started (on this "
+            "placement driver leader).",
+            "properties": {k: {"type": "integer", "minimum": 0}
+                           for k in ("running", "started", "done", "failed", "cancelled")},
+        },
+        "running": OPERATOR_RUNS,
+        "finished": OPERATOR_RUNS,
+        "failed": OPERATOR_RUNS,
+        "cancelled": OPERATOR_RUNS,
+        "auto_rebalance": {"type": "boolean",
+                           "description": "The leader runs a pass by itself twice a second."},
+        "pd_leader": {"type": "string", "description": "The node that answered (PD leader)."},
+        "live": {"type": "array", "items": {"type": "string"},
+                 "description": "Nodes with a recent heartbeat."},
+    },
+}
+REBALANCE_PASS: Schema = {
+    "type": "object",
+    "required": ["dry_run", "node", "started", "balanced", "progress"],
+    "properties": {
+        "dry_run": {"type": "boolean", "enum": [False]},
+        "node": {"type": "string", "description": "The placement driver leader that ran it."},
+        "started": {"type": "array", "items": ref("OperatorRun"),
+                    "description": "Operators this pass started."},
+        "balanced": {"type": "boolean", "description": "The pass found nothing to do."},
+        "progress": ref("OperatorList"),
+    },
+}
+NODE_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "pattern": "^[A-Za-z0-9_.-]+$",
+    "description": "Node id: 1..64 characters of [A-Za-z0-9_.-].",
+}
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+ADDRESS: Schema = {
+    "type": "string",
+    "minLength": 3,
+    "maxLength": 261,
+    "pattern": f"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:{_PORT}$",
+    "description": "host:port (a host name or IPv4 address, a port 1..65535).",
+}
+ADD_NODE_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "api", "raft"],
+    "properties": {
+        "id": ref("NodeId"),
+        "api": {**ref("Address"), "description": "The node's HTTP API address."},
+        "raft": {**ref("Address"), "description": "The node's Raft address."},
+    },
+}
+REGISTERED_NODE: Schema = {
+    "type": "object",
+    "required": ["id", "api", "raft", "state"],
+    "properties": {
+        "id": ref("NodeId"),
+        "api": {"type": "string"},
+        "raft": {"type": "string"},
+        "state": {"type": "string", "enum": ["up", "draining", "removed"]},
+        "joined_at": {"type": ["integer", "null"], "description": "Milliseconds since the epoch."},
+        "groups": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                   "description": "GET /admin/nodes: the groups that name it as a voter or "
+                   "learner (65000 is the placement driver's own)."},
+    },
+}
+NODE_CHANGE: Schema = {
+    "type": "object",
+    "required": ["ok", "changed", "node"],
+    "properties": {
+        "ok": {"type": "boolean", "enum": [True]},
+        "changed": {"type": "boolean",
+                    "description": "false: it already was so (the request is idempotent)."},
+        "node": ref("RegisteredNode"),
     },
 }
 
@@ -444,7 +556,14 @@ COMPONENTS: dict[str, Schema] = {
     "Ranges": RANGES,
     "Operator": OPERATOR,
     "RebalancePlan": REBALANCE_PLAN,
+    "OperatorRun": OPERATOR_RUN,
     "OperatorList": OPERATOR_LIST,
+    "RebalancePass": REBALANCE_PASS,
+    "NodeId": NODE_ID,
+    "Address": ADDRESS,
+    "AddNodeRequest": ADD_NODE_REQUEST,
+    "RegisteredNode": REGISTERED_NODE,
+    "NodeChange": NODE_CHANGE,
 }
 
 # --------------------------------------------------------------------------- parameters

@@ -9,24 +9,32 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from typing import cast
 
 import structlog
 from aiohttp import web
 
 from api.app import create_app
 from api.logging import configure_logging
-from raftmem.config import ClusterSpec, NodeOptions, parse_addr
+from raftmem.config import ClusterSpec, NodeOptions, NodeSpec, parse_addr
 from raftmem.node import Node
+from raftmem.types import MemoryService
 
 log = structlog.get_logger("raftmem.server")
 
 
-async def serve(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, opts: NodeOptions) -> None:
+async def serve(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, opts: NodeOptions,
+                joining: NodeSpec | None = None) -> None:
+    """``joining``: this node is not in ``spec`` (it joined a running cluster with
+    ``raftmem node --join``); these are its addresses."""
     os.makedirs(data_dir, exist_ok=True)
-    node = Node(spec, node_id, data_dir, secret, opts)
+    node = Node(spec, node_id, data_dir, secret, opts, joining=joining)
     await node.start()
+    # cast: Node.operators is a coroutine (answered by the placement driver's
+    # leader); the MemoryService protocol in raftmem/types.py still declares it sync.
     app = create_app(
-        node, max_body_bytes=opts.max_body_bytes, admin_token=opts.admin_token, json_logs=opts.json_logs
+        cast(MemoryService, node), max_body_bytes=opts.max_body_bytes,
+        admin_token=opts.admin_token, json_logs=opts.json_logs,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -47,6 +55,7 @@ async def serve(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, o
         await node.stop()
 
 
-def run_node(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, opts: NodeOptions) -> None:
+def run_node(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, opts: NodeOptions,
+             joining: NodeSpec | None = None) -> None:
     configure_logging(json=opts.json_logs)
-    asyncio.run(serve(spec, node_id, data_dir, secret, opts))
+    asyncio.run(serve(spec, node_id, data_dir, secret, opts, joining))

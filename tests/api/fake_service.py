@@ -16,6 +16,11 @@ Semantics it shares with the real node (the API tests rely on them):
 * memories carry ``embedding`` only when asked for; versions start at 1;
   ``list_memories`` orders by id with an opaque cursor.
 
+Placement (answered by the PD leader in the node): ``rebalance``, ``operators``
+(a scripted executor, ``FakeExecutor``), ``add_node`` / ``remove_node`` /
+``describe`` over an in-memory node registry, ``pd.handle`` for the internal
+placement route, and ``check_internal`` with the node's rule for ``FAKE_SECRET``.
+
 Every call is recorded in ``calls`` (name, args) so tests can assert that bad
 input never reached the service; ``fail_with`` makes the next call raise.
 """
@@ -23,14 +28,118 @@ input never reached the service; ``fail_with`` makes the next call raise.
 from __future__ import annotations
 
 import copy
+import hmac
 import math
 from typing import Any
 
-from raftmem.errors import Conflict, NotBuilt, NotFound, RaftmemError, ValidationError
+from raftmem.errors import Conflict, NotFound, RaftmemError, Unavailable, ValidationError
+from raftmem.node import INTERNAL_HEADER, internal_credential
+from raftmem.pd import PD_GROUP
 from raftmem.placement import planner
+from raftmem.placement.executor import STEPS
 from raftmem.types import Memory, ReadOptions, SearchFilter
 
 START_MS = 1_700_000_000_000
+# The fake cluster's secret: internal routes need internal_credential(FAKE_SECRET).
+FAKE_SECRET = b"fake-cluster-secret"
+FAKE_SPEC: dict[str, Any] = {
+    "cluster_id": "fake", "groups": 2, "replicas": 1,
+    "nodes": [{"id": "fake-1", "api": "127.0.0.1:7000", "raft": "127.0.0.1:7100"}],
+    "consistency": {"default": "linearizable", "tag_floors": {}, "namespaces": {}},
+}
+
+
+class FakeExecutor:
+    """The placement executor's bookkeeping, scripted: every pass advances each running
+    operator by one step (not those of ``stuck_groups``); an operator whose group is in
+    ``fail_groups`` fails at its second step. Operators are started only by a pass that
+    is given them while nothing runs, as the real one does not plan busy groups."""
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+        self.passes = 0
+        self.balanced = False
+        self.stuck_groups: set[int] = set()
+        self.fail_groups: set[int] = set()
+        self._next_id = 0
+
+    def _dict(self, run: dict[str, Any]) -> dict[str, Any]:
+        return copy.deepcopy(run)
+
+    def run_pass(self, ops: list[Any]) -> list[dict[str, Any]]:
+        self.passes += 1
+        running = [r for r in self.runs if r["status"] == "running"]
+        busy = bool(running)
+        for r in running:
+            if r["group"] in self.stuck_groups:
+                r["last_error"] = "catch_up: learner behind by 1200 entries"
+                continue
+            r["elapsed"] = round(r["elapsed"] + 0.5, 3)
+            r["attempts"] += 1
+            if r["group"] in self.fail_groups and r["step_index"] == 2:
+                r["status"] = "failed"
+                r["error"] = f"{r['step']}: timed out after 30s"
+            elif r["step_index"] == r["steps"]:
+                r["status"], r["step"] = "done", "done"
+            else:
+                r["step_index"] += 1  # 1-based: the step now awaited
+                r["step"] = STEPS[r["kind"]][r["step_index"] - 1]
+        started = []
+        if not busy and not any(r["status"] == "running" for r in self.runs):
+            for op in ops:
+                if any(r["group"] == op.group for r in self.runs):
+                    continue  # planned once already: the drawn cluster does not change
+                self._next_id += 1
+                run = {"id": self._next_id, "kind": op.kind, "group": op.group,
+                       "node": op.node, "target": op.target, "reason": op.reason,
+                       "conf_ver": op.conf_ver, "status": "running",
+                       "step": STEPS[op.kind][0], "step_index": 1,
+                       "steps": len(STEPS[op.kind]), "started_at": START_MS,
+                       "elapsed": 0.0, "error": None, "last_error": None, "attempts": 0}
+                self.runs.append(run)
+                started.append(self._dict(run))
+        self.balanced = not busy and not started
+        return started
+
+    def progress(self) -> dict[str, Any]:
+        def having(status: str) -> list[dict[str, Any]]:
+            return [self._dict(r) for r in self.runs if r["status"] == status]
+
+        return {
+            "executor": "running", "balanced": self.balanced, "passes": self.passes,
+            "counts": {"running": len(having("running")), "started": len(self.runs),
+                       "done": len(having("done")), "failed": len(having("failed")),
+                       "cancelled": len(having("cancelled"))},
+            "running": having("running"), "finished": having("done"),
+            "failed": having("failed"), "cancelled": having("cancelled"),
+        }
+
+
+class FakePlacementDriver:
+    """``Node.pd``: the internal placement actions the fake answers (describe, state,
+    register, drain); ``unavailable`` makes that many calls answer 503 not_leader
+    first, as a node that does not lead the placement driver does."""
+
+    def __init__(self, service: FakeMemoryService) -> None:
+        self.service = service
+        self.unavailable = 0
+
+    async def handle(self, action: str, body: dict[str, Any]) -> Any:
+        self.service._enter("pd.handle", action, copy.deepcopy(body))
+        if action == "describe":
+            return await self.service.describe()
+        if action == "state":
+            return {"state": (await self.service.describe())["state"]}
+        if action in ("register", "drain"):
+            if self.unavailable > 0:
+                self.unavailable -= 1
+                raise Unavailable("this node does not lead the placement driver",
+                                  code="not_leader")
+            if action == "drain":
+                return await self.service.remove_node(str(body.get("id")))
+            return await self.service.add_node(str(body.get("id")), str(body.get("api")),
+                                               str(body.get("raft")))
+        raise ValidationError(f"unknown placement action {action!r}", field="action")
 
 
 class FakeMemoryService:
@@ -43,6 +152,16 @@ class FakeMemoryService:
         self.ready = True
         self.fail_with: BaseException | None = None
         self._next_id = 0
+        # Placement: the PD's node registry, the groups each node holds, the executor.
+        self.spec = copy.deepcopy(FAKE_SPEC)
+        self.registry: dict[str, dict[str, Any]] = {
+            "fake-1": {"id": "fake-1", "api": "127.0.0.1:7000", "raft": "127.0.0.1:7100",
+                       "state": "up", "joined_at": START_MS}}
+        self.holding: dict[str, list[int]] = {"fake-1": [0, 1]}
+        self.executor = FakeExecutor()
+        self.auto_rebalance = True
+        self.drain_stuck = False  # a draining node's replicas never move
+        self.pd = FakePlacementDriver(self)
 
     # ------------------------------------------------------------------ test helpers
 
@@ -336,17 +455,24 @@ class FakeMemoryService:
             "routing_refreshes": 0,
         }
 
+    # The drawn cluster the fake's planner answers for.
+    VIEW = """
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n1
+        1     | n1 n2 n3 |          | n1
+    """
+
     async def rebalance(self, dry_run: bool) -> dict[str, Any]:
-        """Like the node: the planner's answer for a drawn cluster; NotBuilt unless a dry run."""
+        """Like the node: the planner's answer for a drawn cluster (dry run), or one
+        executor pass (``FakeExecutor``): the plan's operators start the first time."""
         self._enter("rebalance", dry_run)
+        view = planner.parse_view(self.VIEW)
+        ops = planner.plan(view)
         if not dry_run:
-            raise NotBuilt("the executor is not built yet; use dry_run=true")
-        view = planner.parse_view("""
-            nodes: n1 up, n2 up, n3 up, n4 up
-            group | voters   | learners | leader
-            0     | n1 n2 n3 |          | n1
-            1     | n1 n2 n3 |          | n1
-        """)
+            started = self.executor.run_pass(ops)
+            return {"dry_run": False, "node": "fake-1", "started": started,
+                    "balanced": self.executor.balanced, "progress": self._progress()}
         return {
             "dry_run": True, "node": "fake-1",
             "view": {"nodes": [{"id": n.id, "state": n.state} for n in view.nodes],
@@ -356,12 +482,83 @@ class FakeMemoryService:
                      "replicas": view.replicas, "sources": {}},
             "operators": [{"kind": op.kind, "group": op.group, "node": op.node,
                            "target": op.target, "conf_ver": op.conf_ver, "reason": op.reason,
-                           "description": op.describe()} for op in planner.plan(view)],
+                           "description": op.describe()} for op in ops],
         }
 
-    def operators(self) -> dict[str, Any]:
+    def _progress(self) -> dict[str, Any]:
+        return {**self.executor.progress(), "auto_rebalance": self.auto_rebalance,
+                "pd_leader": "fake-1", "live": sorted(self.registry)}
+
+    async def operators(self) -> dict[str, Any]:
+        """The executor's progress. With ``auto_rebalance`` (the node's default) every
+        call stands for one pass of the PD leader's own loop: running operators advance."""
         self._enter("operators")
-        return {"operators": [], "executor": "not_built", "message": "no executor yet"}
+        if self.auto_rebalance:
+            self.executor.run_pass([])
+        return self._progress()
+
+    async def add_node(self, node_id: str, api: str, raft: str) -> dict[str, Any]:
+        """Like the PD's register: idempotent for the same addresses, refused otherwise."""
+        self._enter("add_node", node_id, api, raft)
+        known = self.registry.get(node_id)
+        if known is not None and known["state"] != "removed":
+            if (known["api"], known["raft"]) != (api, raft):
+                raise ValidationError(f"node {node_id} is registered with other addresses",
+                                      code="conflict")
+            return {"ok": True, "changed": False, "node": dict(known)}
+        users = [n for n in self.registry.values() if n["state"] != "removed"
+                 and n["id"] != node_id and {api, raft} & {n["api"], n["raft"]}]
+        if users:
+            raise ValidationError(f"node {users[0]['id']} already uses one of these addresses",
+                                  code="conflict")
+        self.registry[node_id] = {"id": node_id, "api": api, "raft": raft, "state": "up",
+                                  "joined_at": self._tick()}
+        self.holding[node_id] = [0, 1]  # the PD gives it replicas
+        return {"ok": True, "changed": True, "node": dict(self.registry[node_id])}
+
+    async def remove_node(self, node_id: str) -> dict[str, Any]:
+        """Like the PD's drain: the node is ``draining``; every later ``describe()``
+        moves one of its replicas away (unless ``drain_stuck``), and once it holds
+        none it is ``removed``."""
+        self._enter("remove_node", node_id)
+        known = self.registry.get(node_id)
+        if known is None:
+            raise ValidationError(f"node {node_id} is not registered", code="not_found")
+        if known["state"] == "removed":
+            raise ValidationError(f"node {node_id} was removed; register it again",
+                                  code="node_removed")
+        changed = known["state"] != "draining"
+        known["state"] = "draining"
+        return {"ok": True, "changed": changed, "node": dict(known)}
+
+    async def describe(self) -> dict[str, Any]:
+        self._enter("describe")
+        groups: dict[str, dict[str, Any]] = {}
+        for nid, held in sorted(self.holding.items()):
+            for g in held:
+                groups.setdefault(str(g), {"id": g, "voters": [], "learners": [],
+                                           "conf_ver": 1})["voters"].append(nid)
+        groups[str(PD_GROUP)] = {"id": PD_GROUP, "voters": ["fake-1"], "learners": [],
+                                 "conf_ver": 1}
+        answer = {"spec": copy.deepcopy(self.spec),
+                  "state": {"applied_index": self.now_ms, "bootstrapped": True,
+                            "settings": {"replicas": 1, "groups_per_node": None},
+                            "nodes": copy.deepcopy(self.registry), "groups": groups}}
+        # Then the executor moves on: a draining node loses a replica, or is removed.
+        for nid, n in self.registry.items():
+            if n["state"] == "draining" and not self.drain_stuck:
+                held = self.holding.get(nid, [])
+                if held:
+                    held.pop()
+                else:
+                    n["state"] = "removed"
+        return answer
+
+    def check_internal(self, headers: Any) -> bool:
+        """The node's rule: the internal header must carry the cluster secret's credential."""
+        given = headers.get(INTERNAL_HEADER)
+        return given is not None and hmac.compare_digest(
+            str(given).encode(), internal_credential(FAKE_SECRET).encode())
 
     def isolate(self, peers: list[str]) -> None:
         self.isolated = sorted(set(getattr(self, "isolated", [])) | set(peers))
