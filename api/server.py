@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import cast
 
 import structlog
 from aiohttp import web
@@ -18,7 +17,6 @@ from api.app import create_app
 from api.logging import configure_logging
 from raftmem.config import ClusterSpec, NodeOptions, NodeSpec, parse_addr
 from raftmem.node import Node
-from raftmem.types import MemoryService
 
 log = structlog.get_logger("raftmem.server")
 
@@ -30,10 +28,8 @@ async def serve(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, o
     os.makedirs(data_dir, exist_ok=True)
     node = Node(spec, node_id, data_dir, secret, opts, joining=joining)
     await node.start()
-    # cast: Node.operators is a coroutine (answered by the placement driver's
-    # leader); the MemoryService protocol in raftmem/types.py still declares it sync.
     app = create_app(
-        cast(MemoryService, node), max_body_bytes=opts.max_body_bytes,
+        node, max_body_bytes=opts.max_body_bytes,
         admin_token=opts.admin_token, json_logs=opts.json_logs,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

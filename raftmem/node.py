@@ -101,6 +101,13 @@ _ERROR_BY_STATUS: dict[int, type[RaftmemError]] = {
 }
 
 
+class NotHosted(Unavailable):
+    """This node's replica of the group went away (moved by the placement driver)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="not_hosted")
+
+
 def internal_credential(secret: bytes) -> str:
     """The value of INTERNAL_HEADER for a cluster secret (same on every node)."""
     return hmac.new(secret, INTERNAL_CONTEXT, hashlib.sha256).hexdigest()
@@ -352,7 +359,16 @@ class Node:
         """``_propose`` of an already encoded payload (what forwarding sends)."""
         budget = timeout or self.opts.write_timeout_s
         if self.hosts(group):
-            return await self._propose_local(group, payload, budget)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            try:
+                return await self._propose_local(group, payload, budget)
+            except NotHosted:
+                # The replica was dropped (moved elsewhere) meanwhile, perhaps
+                # with this proposal in flight: the same payload again where the
+                # group is now. Data commands carry a request id, so one that
+                # did apply is answered from its record, not applied twice.
+                budget = max(0.1, budget - (loop.time() - start))
         return await self._propose_remote(group, payload, budget)
 
     async def _propose_local(self, group: int, payload: bytes, budget: float) -> dict[str, Any]:
@@ -370,6 +386,8 @@ class Node:
                 # after a while (same payload, same request id: applied once).
                 return await asyncio.wait_for(self.host.propose(group, payload), min(remaining, 1.0))
             except ProposalFailed as e:
+                if e.reason == "not_hosted":
+                    raise NotHosted(f"group {group} is not hosted here") from None
                 last = e.reason
                 maybe_applied = maybe_applied or not e.definite
             except TimeoutError:
@@ -606,7 +624,11 @@ class Node:
             if self.opts.read_barrier == "read-index" and await self._read_index(group):
                 fut.set_result(None)
                 return
-            await self._propose(group, commands.barrier(), timeout=self.opts.read_timeout_s)
+            # Through this node's own replica only: the read that follows is
+            # served from it, so the barrier must be applied by it (forwarded
+            # elsewhere, it would prove nothing about this replica).
+            await self._propose_local(group, commands.encode(commands.barrier()),
+                                      self.opts.read_timeout_s)
             fut.set_result(None)
         except RaftmemError as e:
             if isinstance(e, CommitTimeout):
@@ -650,8 +672,10 @@ class Node:
         return r
 
     def _view(self, group: int) -> ReplicaView:
-        st = self.host.status()[group]
-        r = self.host.replicas[group]
+        st = self.host.status().get(group)
+        r = self.host.replicas.get(group)
+        if st is None or r is None or not self.hosts(group):
+            raise NotHosted(f"group {group} is not hosted here")
         now = time.monotonic()
         leader = st["role"] == "leader"
         return ReplicaView(
@@ -679,9 +703,13 @@ class Node:
         need = token.get(group, 0)
         if self.opts.unsafe_session_ignore_token and tier == "session":
             need = 0
+        served = None
         if self.hosts(group):
-            served = await self._serve_read(group, tier, need, opts.max_staleness_ms, spec)
-        else:
+            try:
+                served = await self._serve_read(group, tier, need, opts.max_staleness_ms, spec)
+            except NotHosted:
+                pass  # moved away meanwhile: read where it is now
+        if served is None:
             served = await self._read_remote(group, tier, need, opts.max_staleness_ms, spec)
         meta["session"] = session.merge(meta.get("session", token), {group: served.applied})
         meta["tier"] = tier
@@ -732,7 +760,7 @@ class Node:
                 return run_read(r, spec, now_ms), r.applied_index()
 
         result, applied = await loop.run_in_executor(self._executor, read)
-        st = self.host.status()[group]
+        st = self.host.status().get(group) or {"commit_index": applied}
         return _Served(result, applied, self.node_id, view.staleness_ms,
                        max(0, st["commit_index"] - applied))
 

@@ -297,11 +297,9 @@ class PlacementDriver:
         return out
 
     async def observation(self) -> Observation:
-        state = self.local_state()
-        # The PD group itself is placed at creation and not moved by the executor.
-        data = {**state, "groups": {k: v for k, v in state.get("groups", {}).items()
-                                    if int(k) != PD_GROUP}}
-        return observe(data, self.reports(), live=self.live())
+        # The PD's own group is placed like the others: a replica on a node
+        # that leaves is replaced elsewhere (learner first, as for data).
+        return observe(self.local_state(), self.reports(), live=self.live())
 
     # -- admin ----------------------------------------------------------------------------
 

@@ -140,11 +140,23 @@ class MemoryService(Protocol):
         ...
 
     async def rebalance(self, dry_run: bool) -> dict[str, Any]:
-        """The placement planner's operators (dry run); NotBuilt without ``dry_run``."""
+        """The placement driver's plan (``dry_run``), or one executor pass now."""
         ...
 
-    def operators(self) -> dict[str, Any]:
-        """Operators in progress."""
+    async def operators(self) -> dict[str, Any]:
+        """The executor's operators: running, and a bounded history."""
+        ...
+
+    async def add_node(self, node_id: str, api: str, raft: str) -> dict[str, Any]:
+        """Register a node; the placement driver then gives it replicas."""
+        ...
+
+    async def remove_node(self, node_id: str) -> dict[str, Any]:
+        """Drain a node; once it holds nothing it leaves the registry."""
+        ...
+
+    async def describe(self) -> dict[str, Any]:
+        """The cluster description and the placement driver's state."""
         ...
 
     def isolate(self, peers: list[str]) -> None:

@@ -160,16 +160,22 @@ def plan(view: ClusterView) -> list[Operator]:
             if hi in g.voters and lo not in g.voters and counts[hi] - counts[lo] > 1:
                 add(Operator("add_learner", g.id, lo, g.conf_ver,
                              f"balance replicas: {hi} has {counts[hi]}, {lo} has {counts[lo]}"))
+                # The replica moves from hi: once the learner is a voter, hi's
+                # is the one removed. Counting it gone keeps this pass from
+                # giving lo more than its share (which a later pass would undo).
+                counts[hi] -= 1
 
         leaders = leader_counts(view)
         lmean = sum(leaders[n] for n in live) / len(live)
         for g in view.groups:
             if g.id in busy or g.leader is None:
                 continue
-            if leaders[g.leader] > math.ceil(lmean):
-                # Only a move that narrows the gap: otherwise two nodes pass a
-                # leadership back and forth while a third has none to give.
-                options = [n for n in g.voters if n in live and leaders[n] < math.floor(lmean) + 1
+            if leaders[g.leader] > math.floor(lmean):
+                # Only a move that narrows the gap between the two nodes (so no
+                # leadership is passed back and forth), and one is made whenever
+                # it does: a node leading none gets one from a node leading two
+                # even when two is within the mean's ceiling.
+                options = [n for n in g.voters if n in live
                            and n != g.leader and leaders[n] + 1 < leaders[g.leader]]
                 if options:
                     to = min(options, key=lambda n: (leaders[n], n))

@@ -132,6 +132,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self._lease_revoked_term = -1
         self.transfers_started = 0
         self.prevotes_started = 0
+        self.held_entries_skipped = 0
         self.sm = sm_factory(os.path.join(data_dir, "state.db"))
         self.failed: str | None = None
         self.journal_path = os.path.join(data_dir, "raft.journal")
@@ -235,6 +236,9 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             return
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self._leader_contact = time.monotonic()
+            if "stale_acks" in self.hardening and "prevLogIdx" in message \
+                    and "transmission" not in message:
+                message = self._skip_held_entries(message)
             if "rm_hb" in message:
                 self._hb_to_ack[node.id] = message["rm_hb"]
         elif kind == "next_node_idx" and "rm_ack" in message:
@@ -283,6 +287,30 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                 self.stale_acks_ignored += 1
             return
         self._deliver_to_raft(node, message)
+
+    def _skip_held_entries(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Defect 1, follower side: an append that starts below our last entry.
+
+        pysyncobj deletes every entry after ``prevLogIdx`` before appending,
+        conflicting or not (Raft deletes only from the first conflict), so a
+        re-sent or late append makes a follower drop and re-append entries it
+        has applied — and undo and redo the membership changes among them.
+        When our last entry has the sender's term, our whole log is a prefix of
+        the sender's (one leader per term; log matching), so the part of the
+        append we already hold can be skipped: the append then starts at our
+        last entry and truncates nothing.
+        """
+        journal = self._SyncObj__raftLog
+        if not len(journal):
+            return message
+        last_idx, last_term = journal[-1][1], journal[-1][2]
+        if message["prevLogIdx"] >= last_idx or last_term != message.get("term") \
+                or message["prevLogIdx"] < journal[0][1]:
+            return message
+        entries = message.get("entries") or []
+        newer = [e for e in entries if e[1] > last_idx]
+        self.held_entries_skipped += len(entries) - len(newer)
+        return {**message, "prevLogIdx": last_idx, "prevLogTerm": last_term, "entries": newer}
 
     # -- leader lease ------------------------------------------------------
 
@@ -1051,7 +1079,10 @@ class GroupHost:
         loop = asyncio.get_running_loop()
         self._loop = loop
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-        r = self.replicas[group_id]
+        r = self.replicas.get(group_id)
+        if r is None:
+            fut.set_exception(ProposalFailed("not_hosted", definite=True))
+            return fut
         if r.failed is not None:
             fut.set_exception(ProposalFailed("replica_failed", definite=True))
             return fut
@@ -1082,7 +1113,10 @@ class GroupHost:
         loop = asyncio.get_running_loop()
         self._loop = loop
         fut: asyncio.Future[int] = loop.create_future()
-        r = self.replicas[group_id]
+        r = self.replicas.get(group_id)
+        if r is None:
+            fut.set_exception(ProposalFailed("not_hosted", definite=True))
+            return fut
         if r.failed is not None:
             fut.set_exception(ProposalFailed("replica_failed", definite=True))
             return fut

@@ -24,7 +24,7 @@ from raftmem.keyspace import RING_SIZE, OwnedRange, Ownership
 from raftmem.node import EPOCH_RETRIES, Node
 from raftmem.types import ReadOptions
 from tests.api.conftest import serve
-from tests.api.helpers import assert_error, send
+from tests.api.helpers import send
 from tests.cluster.harness import free_port_block
 
 HALF = RING_SIZE // 2
@@ -146,16 +146,31 @@ async def test_placement_admin_routes_on_a_real_node(tmp_path: Path) -> None:
         assert all(r["leader"] == "n1" and r["replicas"] == ["n1"] and r["confirmed"]
                    for r in body["ranges"])
 
-        status, plan = await send(client, "POST", "/admin/rebalance?dry_run=true", headers=auth)
-        assert status == 200, plan
-        assert plan["view"]["nodes"] == [{"id": "n1", "state": "up"}]
-        assert [g["leader"] for g in plan["view"]["groups"]] == ["n1", "n1"]
-        assert plan["operators"] == []  # one node, one replica each: nothing to do
+        async def plan() -> dict[str, Any]:
+            # The PD's view fills as heartbeats arrive (every 0.5 s).
+            status, body = await send(client, "POST", "/admin/rebalance?dry_run=true",
+                                      headers=auth)
+            assert status == 200, body
+            return body
+
+        deadline = time.monotonic() + 10
+        while True:
+            p = await plan()
+            leaders = [g["leader"] for g in p["view"]["groups"]]
+            if p["view"]["nodes"] == [{"id": "n1", "state": "up"}] \
+                    and leaders == ["n1"] * len(leaders) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert p["view"]["nodes"] == [{"id": "n1", "state": "up"}]
+        # groups 0 and 1 and the placement driver's own, each led by n1
+        assert sorted(g["group"] for g in p["view"]["groups"]) == [0, 1, 65000]
+        assert [g["leader"] for g in p["view"]["groups"]] == ["n1"] * 3
+        assert p["operators"] == []  # one node, one replica each: nothing to do
 
         status, body = await send(client, "POST", "/admin/rebalance", headers=auth)
-        assert_error(status, body, 501, "not_implemented")
+        assert status == 200 and body["dry_run"] is False and body["started"] == [], body
         status, body = await send(client, "GET", "/admin/operators", headers=auth)
-        assert status == 200 and body["operators"] == []
+        assert status == 200 and body["running"] == [] and body["counts"]["started"] == 0, body
 
         await move_upper_half_to_g0(node)
         status, body = await send(client, "GET", "/admin/ranges", headers=auth)
