@@ -381,9 +381,9 @@ def local_spec(nodes: int, groups: int, host: str, api_port: int, raft_port: int
             for i in range(nodes)
         ),
         groups=groups,
-        # Every node hosts a replica of every group until the placement driver
-        # can route requests to replicas elsewhere (docs/placement.md).
-        replicas=nodes,
+        # Three replicas per group (fewer with fewer nodes); with more nodes
+        # each hosts some groups and forwards requests for the others.
+        replicas=min(3, nodes),
         cluster_id=f"c-{os.urandom(4).hex()}",
     )
 

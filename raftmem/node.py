@@ -711,6 +711,11 @@ class Node:
                 pass  # moved away meanwhile: read where it is now
         if served is None:
             served = await self._read_remote(group, tier, need, opts.max_staleness_ms, spec)
+        return self._served(group, tier, token, served)
+
+    def _served(self, group: int, tier: str, token: dict[int, int], served: _Served) -> Any:
+        """Record a served read in the response metadata; its result."""
+        meta = _meta()
         meta["session"] = session.merge(meta.get("session", token), {group: served.applied})
         meta["tier"] = tier
         if tier == "eventual":
@@ -726,6 +731,32 @@ class Node:
         self, group: int, tier: str, need: int, max_staleness_ms: int | None, spec: ReadSpec
     ) -> _Served:
         """Run ``spec`` on this node's replica of ``group`` once ``tier`` allows it."""
+        view = await self._await_tier(group, tier, need, max_staleness_ms)
+        loop = asyncio.get_running_loop()
+        result, applied = await loop.run_in_executor(self._executor, self._read_now, group, spec)
+        return self._local_served(group, view, result, applied)
+
+    def _read_now(self, group: int, spec: ReadSpec) -> tuple[Any, int]:
+        """On a read thread: ``spec`` on the local replica, and the applied index of the
+        very snapshot it read (a token taken before the read could be one entry short
+        of what it returned, and the session's next read elsewhere could see less —
+        found by jepsen_like's session checker: monotonic reads broke)."""
+        if not self.hosts(group):
+            raise NotHosted(f"group {group} is not hosted here")
+        r = self._reader(group)
+        with r.transaction():
+            return run_read(r, spec, now_ms), r.applied_index()
+
+    def _local_served(self, group: int, view: ReplicaView, result: Any, applied: int) -> _Served:
+        st = self.host.status().get(group) or {"commit_index": applied}
+        return _Served(result, applied, self.node_id, view.staleness_ms,
+                       max(0, st["commit_index"] - applied))
+
+    async def _await_tier(
+        self, group: int, tier: str, need: int, max_staleness_ms: int | None
+    ) -> ReplicaView:
+        """Wait until this node's replica of ``group`` may serve a read at ``tier``
+        (a session token's index applied, a read barrier passed...): its view then."""
         waited = 0
         while True:
             view = self._view(group)
@@ -748,21 +779,7 @@ class Node:
                     replica=self.node_id, staleness_ms=view.staleness_ms)
             await self._read_barrier(group)
             break
-        loop = asyncio.get_running_loop()
-
-        def read() -> tuple[Any, int]:
-            r = self._reader(group)
-            with r.transaction():
-                # The index of the very snapshot the read sees: a token taken
-                # before the read could be one entry short of what it returned,
-                # and the session's next read elsewhere could see less (found by
-                # jepsen_like's session checker: monotonic reads broke).
-                return run_read(r, spec, now_ms), r.applied_index()
-
-        result, applied = await loop.run_in_executor(self._executor, read)
-        st = self.host.status().get(group) or {"commit_index": applied}
-        return _Served(result, applied, self.node_id, view.staleness_ms,
-                       max(0, st["commit_index"] - applied))
+        return view
 
     def _floor(self, memories: list[Memory]) -> str | None:
         floors = self.spec.consistency["tag_floors"]
@@ -787,7 +804,49 @@ class Node:
         return result
 
     async def _scatter(self, opts: ReadOptions, spec: ReadSpec, tier: str | None = None) -> list[Any]:
-        return list(await asyncio.gather(*(self._query(g, opts, spec, tier) for g in self.table.groups)))
+        """``spec`` on every group. The groups this node hosts wait for their tier
+        together and are then read in one job on one read thread (one hand-off
+        instead of one per group); the others are read where they are."""
+        groups = list(self.table.groups)
+        local = [g for g in groups if self.hosts(g)]
+        if len(local) < 2:
+            return list(await asyncio.gather(*(self._query(g, opts, spec, tier) for g in groups)))
+        tier = tier or opts.consistency or self.spec.consistency["default"]
+        token = session.decode(_meta().get("session_in") or opts.session)
+        ignore = self.opts.unsafe_session_ignore_token and tier == "session"
+
+        async def ready(g: int) -> ReplicaView | None:
+            try:
+                return await self._await_tier(g, tier, 0 if ignore else token.get(g, 0),
+                                              opts.max_staleness_ms)
+            except NotHosted:
+                return None  # moved away meanwhile: read where it is now
+
+        remote = [g for g in groups if g not in local]
+        remote_parts = asyncio.gather(*(self._query(g, opts, spec, tier) for g in remote))
+        views = await asyncio.gather(*(ready(g) for g in local))
+        ready_groups = [(g, v) for g, v in zip(local, views, strict=True) if v is not None]
+
+        def read_all() -> list[tuple[Any, int] | None]:
+            out: list[tuple[Any, int] | None] = []
+            for g, _ in ready_groups:
+                try:
+                    out.append(self._read_now(g, spec))
+                except NotHosted:
+                    out.append(None)
+            return out
+
+        loop = asyncio.get_running_loop()
+        read = await loop.run_in_executor(self._executor, read_all)
+        results: dict[int, Any] = {}
+        for (g, view), got in zip(ready_groups, read, strict=True):
+            if got is not None:
+                results[g] = self._served(g, tier, token, self._local_served(g, view, *got))
+        late = [g for g in local if g not in results]
+        for g, res in zip(remote + late, [*await remote_parts, *await asyncio.gather(
+                *(self._query(g, opts, spec, tier) for g in late))], strict=True):
+            results[g] = res
+        return [results[g] for g in groups]
 
     # -- namespaces -------------------------------------------------------
 

@@ -310,6 +310,10 @@ class PlacementDriver:
             err = res.get("error") or {}
             raise ValidationError(str(err.get("message", "refused")),
                                   code=str(err.get("code", "invalid_request")))
+        if (res.get("node") or {}).get("state") == "draining":
+            # Registering a draining node again (same addresses) cancels the
+            # drain: it is up, and takes replicas again.
+            res = await self.propose(pdstate.set_node_state(node_id, "up"))
         return res
 
     async def drain(self, node_id: str) -> dict[str, Any]:
