@@ -25,6 +25,8 @@ secret), handled by :meth:`PlacementDriver.handle`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,10 @@ PD_GROUP = 65000  # the PD's own Raft group (data groups are numbered from 0)
 PD_REPLICAS = 3
 TICK_S = 0.5
 LIVENESS_S = 3.0
+# A node silent this long is down: its replicas are replaced elsewhere. Between
+# LIVENESS_S and this it is "suspect": given nothing new, but its replicas stay
+# (a restart after kill -9 takes seconds; copying its data elsewhere takes more).
+DOWN_AFTER_S = float(os.environ.get("RAFTMEM_DOWN_AFTER_S", "60"))
 
 
 def pd_members(node_ids: Sequence[str]) -> list[str]:
@@ -120,6 +126,9 @@ class PlacementDriver:
         self.heartbeats: dict[str, tuple[float, dict[str, Any]]] = {}
         self._known_peers: dict[str, str] = {}
         self._pass_lock = asyncio.Lock()
+        # When this node began judging liveness (as PD leader): a node not heard
+        # from since is suspect, not down, for DOWN_AFTER_S.
+        self._tracking_since: float | None = None
         self.bootstrap_proposed = False
         self.last_error: str | None = None
 
@@ -209,7 +218,9 @@ class PlacementDriver:
                     self.state_at = time.monotonic()
         await self.sync_peers()
         self.node.apply_placement(self.state)
-        if self.is_pd_leader():
+        if not self.is_pd_leader():
+            self._tracking_since = None  # judged afresh if this node leads again
+        else:
             if not self.state.get("bootstrapped"):
                 await self.bootstrap()
             else:
@@ -299,7 +310,18 @@ class PlacementDriver:
     async def observation(self) -> Observation:
         # The PD's own group is placed like the others: a replica on a node
         # that leaves is replaced elsewhere (learner first, as for data).
-        return observe(self.local_state(), self.reports(), live=self.live())
+        obs = observe(self.local_state(), self.reports(), live=self.live())
+        now = time.monotonic()
+        if self._tracking_since is None:
+            self._tracking_since = now
+        nodes = []
+        for n in obs.view.nodes:
+            if n.state == "down":
+                seen = self.heartbeats.get(n.id, (self._tracking_since, None))[0]
+                if now - max(seen, self._tracking_since) < DOWN_AFTER_S:
+                    n = dataclasses.replace(n, state="suspect")
+            nodes.append(n)
+        return dataclasses.replace(obs, view=dataclasses.replace(obs.view, nodes=tuple(nodes)))
 
     # -- admin ----------------------------------------------------------------------------
 

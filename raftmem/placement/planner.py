@@ -30,7 +30,9 @@ GONE = ("down", "draining")
 @dataclass(frozen=True)
 class NodeInfo:
     id: str
-    state: str = LIVE  # up | down | draining | joining
+    # up | down | draining | suspect (silent for a while: given nothing new,
+    # but its replicas are not replaced yet)
+    state: str = LIVE
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,25 @@ def test_every_operator_carries_the_conf_ver_it_was_planned_against() -> None:
     """)
     assert all(op.conf_ver == 1 for op in plan(view))
     assert replica_counts(view)["n4"] == 0
+
+
+def test_a_suspect_node_keeps_its_replicas_and_gets_no_new_ones() -> None:
+    # n4 has been silent for a few seconds (a restart after kill -9, say): its
+    # replicas are not replaced yet, and it is not a target for new ones.
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 up, n4 suspect
+        group | voters   | learners | leader
+        0     | n1 n2 n4 |          | n1
+        1     | n2 n3 n4 |          | n2
+        2     | n1 n3 n4 |          | n3
+        3     | n1 n2 n3 |          | n1
+    """) == []
+    # Once down, they are replaced (learner first) on the least loaded live node.
+    assert kinds("""
+        nodes: n1 up, n2 up, n3 up, n4 down
+        group | voters   | learners | leader
+        0     | n1 n2 n4 |          | n1
+        1     | n2 n3 n4 |          | n2
+        2     | n1 n3 n4 |          | n3
+        3     | n1 n2 n3 |          | n1
+    """) == ["add_learner g0 n3", "add_learner g1 n1", "add_learner g2 n2"]
