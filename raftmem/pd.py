@@ -62,6 +62,11 @@ LIVENESS_S = 3.0
 # LIVENESS_S and this it is "suspect": given nothing new, but its replicas stay
 # (a restart after kill -9 takes seconds; copying its data elsewhere takes more).
 DOWN_AFTER_S = float(os.environ.get("RAFTMEM_DOWN_AFTER_S", "60"))
+# A local replica of a group whose PD record has not listed this node for this
+# long is an orphan (an operator that failed between creating a learner and
+# recording it, or a drop that never arrived): it is dropped. Longer than any
+# step of the executor (catch-up included), so no operator in flight loses it.
+ORPHAN_AFTER_S = 900.0
 
 
 def pd_members(node_ids: Sequence[str]) -> list[str]:
@@ -122,6 +127,8 @@ class PlacementDriver:
             step_timeout=30.0, catch_up_timeout=600.0, action_timeout=10.0))
         self.state: dict[str, Any] = {}
         self.state_at = 0.0
+        self._orphan_since: dict[int, float] = {}
+        self.orphans_dropped = 0
         # PD nodes only: the latest heartbeat of every node (monotonic time, report).
         self.heartbeats: dict[str, tuple[float, dict[str, Any]]] = {}
         self._known_peers: dict[str, str] = {}
@@ -218,6 +225,7 @@ class PlacementDriver:
                     self.state_at = time.monotonic()
         await self.sync_peers()
         self.node.apply_placement(self.state)
+        await self.drop_orphans()
         if not self.is_pd_leader():
             self._tracking_since = None  # judged afresh if this node leads again
         else:
@@ -259,6 +267,24 @@ class PlacementDriver:
             if self._known_peers.get(nid) != n["raft"]:
                 await self.node.host.add_peer(nid, parse_addr(n["raft"]))
                 self._known_peers[nid] = n["raft"]
+
+    async def drop_orphans(self) -> None:
+        groups = self.state.get("groups") or {}
+        if not self.state.get("bootstrapped"):
+            return
+        now = time.monotonic()
+        me = self.node.node_id
+        for gid in list(self.node.host.replicas):
+            g = groups.get(str(gid))
+            if g is None or me in g["voters"] or me in g["learners"]:
+                self._orphan_since.pop(gid, None)
+                continue
+            since = self._orphan_since.setdefault(gid, now)
+            if now - since >= ORPHAN_AFTER_S:
+                log.warning("orphan_replica_dropped", group=gid, seconds=round(now - since))
+                await self.node.host.drop_replica(gid)
+                self._orphan_since.pop(gid, None)
+                self.orphans_dropped += 1
 
     # -- heartbeats and what they show ----------------------------------------------------
 

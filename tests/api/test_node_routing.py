@@ -177,3 +177,25 @@ async def test_placement_admin_routes_on_a_real_node(tmp_path: Path) -> None:
         # The table is still the old one, and says which range its group no longer owns.
         assert [r["confirmed"] for r in body["ranges"]] == [True, False]
         assert body["ranges"][1]["group_epoch"] == {"version": 2, "conf_ver": 1}
+
+
+async def test_an_orphan_replica_is_dropped_after_the_grace_period(tmp_path: Path,
+                                                                   monkeypatch: Any) -> None:
+    """A replica whose group's PD record does not list its node (an operator that
+    failed between creating a learner and recording it) is dropped, but only
+    after ORPHAN_AFTER_S."""
+    import raftmem.pd as pd_module
+
+    async with one_node(tmp_path) as node:
+        pd = node.pd
+        await until(lambda: pd.state.get("bootstrapped"), 10, "the PD's bootstrap")
+        state = {**pd.state, "groups": {**pd.state["groups"],
+                                        "1": {**pd.state["groups"]["1"], "voters": ["elsewhere"]}}}
+        pd.state = state
+        await pd.drop_orphans()
+        assert 1 in node.host.replicas  # within the grace period: kept
+        monkeypatch.setattr(pd_module, "ORPHAN_AFTER_S", 0.0)
+        pd.state = state
+        await pd.drop_orphans()
+        assert 1 not in node.host.replicas and 0 in node.host.replicas
+        assert pd.orphans_dropped == 1
