@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import apsw
 import numpy as np
 import orjson
 import structlog
@@ -934,7 +935,10 @@ class Node:
         """The ownership records of this node's replicas (on a read thread)."""
         out = []
         for g in self._local_groups():
-            own = self._reader(g).ownership()
+            try:
+                own = self._reader(g).ownership()
+            except apsw.Error:
+                continue  # dropped (moved elsewhere) just now
             if own is not None:
                 out.append(own)
         return out
@@ -1305,13 +1309,36 @@ class Node:
                        "hosted_groups": self._local_groups()}
 
     async def cluster_state(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        owned = {o.group: o for o in await loop.run_in_executor(
+            self._executor, self._local_ownership)}
+        groups = {}
+        for g, st in sorted(self.host.status().items()):
+            own = owned.get(g)
+            groups[str(g)] = {
+                **st,
+                # entries committed but not applied here yet
+                "lag": max(0, st["commit_index"] - st["raft_applied_index"]),
+                "epoch": None if own is None
+                else {"version": own.version, "conf_ver": own.conf_ver},
+            }
+        pd_state = self.pd.state
         return {
             "node": self.node_id,
             "cluster_id": self.spec.cluster_id,
+            # the cluster description (as created); the live registry is "registry"
             "nodes": [n.to_dict() for n in self.spec.nodes],
+            "registry": pd_state.get("nodes", {}),
+            "placement": {
+                "pd_group": PD_GROUP,
+                "pd_applied_index": pd_state.get("applied_index"),
+                "groups": pd_state.get("groups", {}),
+                "auto_rebalance": self.pd.auto_rebalance,
+                "last_error": self.pd.last_error,
+            },
             "routing": self.table.to_dict(),
             # this node's replicas only; the routing table says where the others are
-            "groups": {str(g): st for g, st in sorted(self.host.status().items())},
+            "groups": groups,
             "hosted_groups": self._local_groups(),
             "transport": {
                 "frames_in": self.host.mux.frames_in,

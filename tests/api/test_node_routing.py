@@ -169,6 +169,12 @@ async def test_placement_admin_routes_on_a_real_node(tmp_path: Path) -> None:
 
         status, body = await send(client, "POST", "/admin/rebalance", headers=auth)
         assert status == 200 and body["dry_run"] is False and body["started"] == [], body
+        status, body = await send(client, "GET", "/admin/cluster", headers=auth)
+        assert status == 200, body
+        assert body["groups"]["0"]["epoch"] == {"version": 1, "conf_ver": 1}
+        assert all(g["lag"] >= 0 for g in body["groups"].values())
+        assert body["registry"]["n1"]["state"] == "up"
+        assert body["placement"]["groups"]["0"]["voters"] == ["n1"]
         status, body = await send(client, "GET", "/admin/operators", headers=auth)
         assert status == 200 and body["running"] == [] and body["counts"]["started"] == 0, body
 
