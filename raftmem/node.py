@@ -1322,7 +1322,7 @@ class Node:
                 "epoch": None if own is None
                 else {"version": own.version, "conf_ver": own.conf_ver},
             }
-        pd_state = self.pd.state
+        pd_state = self.pd.local_state() if self.pd.hosts_pd() else self.pd.state
         return {
             "node": self.node_id,
             "cluster_id": self.spec.cluster_id,
