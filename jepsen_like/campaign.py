@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--address-base", default=None, help="passed to every run")
     ap.add_argument("--extra", action="append", default=[], help="extra argument for every run")
+    ap.add_argument(
+        "--stop-on-violation",
+        action="store_true",
+        help="stop after the first run whose checkers say false (exit 1); its run "
+        "directory keeps the node data",
+    )
     args = ap.parse_args(argv)
 
     store = pathlib.Path(args.store).resolve()
@@ -59,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = store / "campaign.md"
     tiers: list[str | None] = list(args.consistency.split(",")) if args.consistency else [None]
     passthrough = ["--address-base", args.address_base] if args.address_base else []
+    stopped = False
     for tier, workload, nemesis in itertools.product(
         tiers, args.workloads.split(","), args.nemeses.split(",")
     ):
-        for _ in range(args.runs):
+        for _ in range(args.runs if not stopped else 0):
             before = {p.name for p in store.iterdir()}
             cmd = [
                 *(sys.executable, "-m", "jepsen_like", "run"),
@@ -96,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['run']}",
                 flush=True,
             )
+            if args.stop_on_violation and rc == 1:
+                print(f"violation in {row['run']}: campaign stopped", flush=True)
+                stopped = True
+                break
     (store / "campaign.json").write_text(json.dumps(rows, indent=1, default=str))
     return 0 if all(r["exit"] == 0 for r in rows) else 1
 
@@ -117,18 +128,36 @@ def _counts(r: dict[str, Any]) -> str:
     return " ".join(f"{k}={tot[k]}" for k in ("ok", "fail", "info") if k in tot)
 
 
+def _writes_per_s(r: dict[str, Any]) -> str:
+    """Acknowledged (ok) writes and cas per second of the chaos phase."""
+    value = ((r.get("results") or {}).get("throughput") or {}).get("writes_ok_per_s")
+    return "" if value is None else f"{value:.0f}"
+
+
+def _actions(r: dict[str, Any]) -> str:
+    """What the nemeses with a summary (membership, rebalance) did, counted per kind."""
+    summaries = ((r.get("results") or {}).get("nemesis") or {}).get("summary") or {}
+    parts = []
+    for summary in summaries.values():
+        parts += [f"{k}={v}" for k, v in summary.items() if k != "failures" and v]
+    return " ".join(parts)
+
+
 def write_summary(path: pathlib.Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     lines = [
         f"# jepsen_like campaign: {args.runs} x {args.time}s per tier, workload and nemesis",
         "",
-        "| tier | workload | nemesis | seed | exit | verdicts | ops | run directory |",
-        "|---|---|---|---|---|---|---|---|",
+        (
+            "| tier | workload | nemesis | seed | exit | seconds | verdicts | ops | writes/s "
+            "| nemesis actions | run directory |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.get('tier', 'default')} | {r['workload']} | {r['nemesis']} | {r['seed']} | "
-            f"{r['exit']} | "
-            f"{_verdict(r)} | {_counts(r)} | {r['run']} |"
+            f"{r['exit']} | {r.get('seconds', '')} | "
+            f"{_verdict(r)} | {_counts(r)} | {_writes_per_s(r)} | {_actions(r)} | {r['run']} |"
         )
     path.write_text("\n".join(lines) + "\n")
 

@@ -31,6 +31,8 @@ examples:
   python -m jepsen_like run --nemesis partition --node-arg=--unsafe-local-reads  # must fail
   python -m jepsen_like run --workload session --consistency session --nemesis partition \
       --address-base 127.0.0.31
+  python -m jepsen_like run --workload kv --nemesis membership --time 180  # n4 joins, drains
+  python -m jepsen_like run --workload kv --nemesis rebalance --time 180   # leaders move
 
 Each run writes STORE/<workload>[-<tier>]-<nemeses>-<timestamp>/: history.json, results.json,
 timeline.html, nodes/<id>/node.log. Exit code: 0 valid, 1 violation, 2 unknown,
@@ -253,6 +255,15 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="linearizability checker time limit; past it the verdict is unknown",
     )
+    p.add_argument(
+        "--placement-timeout",
+        type=_positive(float),
+        default=60.0,
+        metavar="SECONDS",
+        help="membership and rebalance: how long a join, a drain, a re-registration or a "
+        "leadership transfer may take before the nemesis reports it failed (a drain that "
+        "does not finish is cancelled) (default 60)",
+    )
     p.add_argument("--ready-timeout", type=_positive(float), default=60.0, metavar="SECONDS")
     p.add_argument("--recovery-timeout", type=_positive(float), default=60.0, metavar="SECONDS")
     p.add_argument(
@@ -280,6 +291,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) ->
         max_staleness_ms=args.max_staleness_ms,
         convergence_timeout_s=args.convergence_timeout,
         fault_quiet_s=args.fault_quiet,
+        placement_timeout_s=args.placement_timeout,
         store=args.store,
         rate=args.rate,
         node_args=list(args.node_arg),
@@ -328,6 +340,11 @@ def run_main(args: argparse.Namespace) -> int:
         f"operations: ok={total.get('ok', 0)} fail={total.get('fail', 0)} "
         f"info={total.get('info', 0)}; seed {cfg.seed}"
     )
+    for name, summary in (res["nemesis"].get("summary") or {}).items():
+        counts = " ".join(f"{k}={v}" for k, v in summary.items() if k != "failures")
+        print(f"nemesis {name}: {counts or 'nothing done'}")
+        for failure in summary.get("failures") or []:
+            print(f"nemesis {name} failure: {failure}")
     for e in res["errors"]:
         print(f"error: {e.strip().splitlines()[-1] if e.strip() else e}", file=sys.stderr)
     print(f"valid: {res['valid']} (exit {outcome.exit_code})")

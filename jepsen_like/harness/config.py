@@ -44,6 +44,7 @@ class RunConfig:
     max_staleness_ms: int | None = None  # eventual reads: ?max_staleness_ms=
     convergence_timeout_s: float = 30.0
     fault_quiet_s: float = 0.0  # > 0: clients pause at each fault until a new leader (or this)
+    placement_timeout_s: float = 60.0  # membership/rebalance: deadline of a join, drain, ...
     keep_data: bool = False  # keep node data folders even when the run passes
     progress: bool = True
     name: str | None = None
@@ -52,6 +53,11 @@ class RunConfig:
     @property
     def clients(self) -> int:
         return self.concurrency if self.concurrency is not None else 2 * self.nodes
+
+    @property
+    def spares(self) -> int:
+        """Node slots beyond the cluster file: one for the placement nemeses (n4)."""
+        return 1 if {"membership", "rebalance"} & set(self.nemeses) else 0
 
     @property
     def tier(self) -> str:
@@ -110,6 +116,8 @@ class RunConfig:
             args += ["--max-staleness-ms", str(self.max_staleness_ms)]
         if self.fault_quiet_s:
             args += ["--fault-quiet", f"{self.fault_quiet_s:g}"]
+        if self.placement_timeout_s != 60.0:
+            args += ["--placement-timeout", f"{self.placement_timeout_s:g}"]
         if self.address_base != DEFAULT_ADDRESS_BASE:
             args += ["--address-base", self.address_base]
         if self.rate:

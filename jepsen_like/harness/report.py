@@ -81,10 +81,13 @@ def throughput(events: list[dict[str, Any]], phases: dict[str, list[int]]) -> di
     seconds = (span[1] - span[0]) / 1e9
     evs = completions(events, final=False)
     ok = sum(1 for e in evs if e["type"] == "ok")
+    writes = sum(1 for e in evs if e["type"] == "ok" and e["f"] in ("write", "cas"))
     return {
         "seconds": round(seconds, 3),
         "ops_per_s": round(len(evs) / seconds, 2),
         "ok_per_s": round(ok / seconds, 2),
+        # acknowledged writes: write and cas operations answered ok
+        "writes_ok_per_s": round(writes / seconds, 2),
     }
 
 

@@ -138,6 +138,7 @@ class Run:
             cfg.groups,
             list(cfg.node_args),
             address_base=cfg.address_base,
+            spares=cfg.spares,
         )
         self.recorder = Recorder()
         self.counters = Counters()
@@ -185,8 +186,12 @@ class Run:
         atexit.register(self.teardown)
         self.cluster.prepare(cluster_id=f"jepsen-{self.run_dir.name}")
         self.say(f"run directory {self.run_dir}")
-        hosts = [p.host for p in self.cluster.nodes]
-        self.say(f"starting {cfg.nodes} nodes on {hosts[0]}..{hosts[-1]}")
+        hosts = [p.host for p in self.cluster.nodes if p.wanted]
+        spare = [f"{p.id} ({p.host})" for p in self.cluster.nodes if not p.wanted]
+        self.say(
+            f"starting {cfg.nodes} nodes on {hosts[0]}..{hosts[-1]}"
+            + (f"; spare slot {', '.join(spare)}" if spare else "")
+        )
         self.cluster.start_all()
         async with Api(cfg.op_timeout_s) as api:
             self.cluster.api = api
@@ -206,7 +211,14 @@ class Run:
             }
             await self._setup_workload(clients[self.cluster.node_ids[0]])
             for name in cfg.nemeses:
-                n = nem.build(name, self.cluster, cfg.partition_via, cfg.chain)
+                n = nem.build(
+                    name,
+                    self.cluster,
+                    cfg.partition_via,
+                    cfg.chain,
+                    placement_timeout_s=cfg.placement_timeout_s,
+                    quiesce_s=cfg.op_timeout_s + 1.0,
+                )
                 self.nemeses[name] = n
                 self.nemesis_setup[name] = await n.setup()
             if self.nemesis_setup:
@@ -295,12 +307,14 @@ class Run:
             await self._heal_all()
 
     async def _worker(self, i: int, api: Api, stop: asyncio.Event, pacer: Pacer | None) -> None:
-        """Client i: bound to node i mod n. In the session tier it is one session, kept across
-        the new process ids an `info` gives it, and its reads go round the nodes (reading
-        through other nodes than the one that took the write is what sessions are for)."""
+        """Client i: bound to node i mod n (n: every node slot) while that node is in
+        service, else to one that is (`Cluster.target_for`, chosen per operation: the
+        membership nemesis takes nodes out and brings them back). In the session tier it
+        is one session, kept across the new process ids an `info` gives it, and its reads
+        go round the nodes in service (reading through other nodes than the one that took
+        the write is what sessions are for)."""
         cfg = self.cfg
         nodes = self.cluster.nodes
-        home = nodes[i % len(nodes)]
         session = Session() if cfg.tier == "session" else None
         if session is not None:
             self.sessions.append(session)
@@ -330,12 +344,16 @@ class Run:
                 if stop.is_set():
                     break
             op = generator.next_op(rng, seen)
-            node = home
+            turn = 0
             if session is not None and op.f == "read":
                 reads += 1
-                node = nodes[(i + reads) % len(nodes)]
+                turn = reads
+            node = self.cluster.target_for(i, turn)
             key = self.workload.history_key(op.key)
             op_id = self.recorder.invoke(process, op.f, key, op.value, node=node.id, **tags)
+            # Counted from the choice on (no await in between), so a nemesis that takes
+            # the node out of service and then waits for zero sees this request.
+            self.cluster.inflight_requests[node.id] += 1
             try:
                 c = await perform(clients[node.id], op)
             except asyncio.CancelledError:
@@ -348,6 +366,8 @@ class Run:
                     **tags,
                 )
                 raise
+            finally:
+                self.cluster.inflight_requests[node.id] -= 1
             value = c.value if op.f == "read" else op.value
             if op.f == "read" and c.type != "ok":
                 value = None
@@ -463,17 +483,28 @@ class Run:
         for p in self.cluster.nodes:  # nothing stays down or paused after the chaos phase
             if p.paused:
                 self.cluster.resume(p.id)
-            if not p.alive():
+            if p.wanted and not p.alive():  # not a spare or a node stopped for good
                 self.cluster.restart(p.id)
 
     async def _snapshot_cluster_state(self) -> None:
-        """Each node's /admin/cluster at the end, beside its log (for post-mortems)."""
+        """Each node's /admin/cluster at the end, beside its log (for post-mortems);
+        and the placement driver's registry and operators when there is one."""
         for p in self.cluster.nodes:
+            if not p.alive():
+                continue
             state = await self.cluster.cluster_state(p.id)
             if state is not None:
                 (p.dir / "admin-cluster.json").write_bytes(
                     orjson.dumps(state, option=orjson.OPT_INDENT_2)
                 )
+        if self.cfg.spares:
+            placement = {
+                "registry": await self.cluster.registry(),
+                "operators": await self.cluster.operators(),
+            }
+            (self.cluster.root / "placement.json").write_bytes(
+                orjson.dumps(placement, option=orjson.OPT_INDENT_2)
+            )
 
     async def _final_reads(self, clients: dict[str, RegisterClient]) -> None:
         """Read every key on every node, each retried until ok or the shared deadline.
@@ -512,7 +543,7 @@ class Run:
                     return
                 await asyncio.sleep(0.2)  # retry interval of a loop with its own deadline
 
-        pairs = [(n, k) for n in self.cluster.node_ids for k in self.workload.keys]
+        pairs = [(n, k) for n in self.cluster.active_ids for k in self.workload.keys]
         self.say(f"final reads of {len(self.workload.keys)} keys on every node")
         base = self.next_process
         await asyncio.gather(*(reader(n, k, base + i) for i, (n, k) in enumerate(pairs)))
@@ -522,7 +553,7 @@ class Run:
         cfg = self.cfg
         start = time.monotonic()
         deadline = start + cfg.convergence_timeout_s
-        nodes = self.cluster.node_ids
+        nodes = self.cluster.active_ids
         replicas: dict[str, list[str]] | None = None
         for node_id in nodes:
             state = await self.cluster.cluster_state(node_id)
@@ -649,7 +680,7 @@ class Run:
         checkers["final-reads"] = report.final_reads_verdict(
             self.final,
             self.workload.keys,
-            self.cluster.node_ids,
+            self.cluster.active_ids,
             require_agreement=cfg.tier == "eventual",
         )
         valid = combine([c["valid"] for c in checkers.values()])
@@ -680,6 +711,12 @@ class Run:
                 "setup": self.nemesis_setup,
                 "schedule": [f.to_json() for f in self.schedule],
                 "timeline": self.timeline,
+                # What the placement nemeses did, counted per kind (joins, drains, ...).
+                "summary": {
+                    name: getattr(n, "summary")()  # noqa: B009 - only some nemeses have one
+                    for name, n in self.nemeses.items()
+                    if callable(getattr(n, "summary", None))
+                },
             },
             "phases_ns": self.phases,
             "recovery": self.recovery,
@@ -692,6 +729,9 @@ class Run:
                     "api": p.api,
                     "starts": p.starts,
                     "log": str(p.log_path.relative_to(self.run_dir)),
+                    "id": p.rid,
+                    "running_at_end": p.wanted,
+                    "processes": p.history,
                 }
                 for p in self.cluster.nodes
             },
@@ -705,7 +745,8 @@ class Run:
             self.errors.append(f"timeline.html: {exc}")
         if valid is True and not cfg.keep_data:
             for p in self.cluster.nodes:
-                shutil.rmtree(p.dir / "data", ignore_errors=True)
+                for data in p.dir.glob("data*"):  # data, data-2, ... (one per join)
+                    shutil.rmtree(data, ignore_errors=True)
         return RunOutcome(self.run_dir, code, results)
 
 

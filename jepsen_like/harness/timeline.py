@@ -25,7 +25,13 @@ LEFT = 60
 RIGHT = 20
 MAX_MARKS = 25_000  # beyond this, ok operations are thinned (every non-ok one is kept)
 COLORS = {"ok": "#2e7d32", "fail": "#e53935", "info": "#ffa000"}
-NEMESIS_COLORS = {"partition": "#90caf9", "kill": "#ef9a9a", "pause": "#ce93d8"}
+NEMESIS_COLORS = {
+    "partition": "#90caf9",
+    "kill": "#ef9a9a",
+    "pause": "#ce93d8",
+    "membership": "#a5d6a7",
+    "rebalance": "#ffcc80",
+}
 
 
 def _esc(x: Any) -> str:
@@ -138,7 +144,12 @@ def _shading(axis: Axis, nemesis: list[dict[str, Any]], y0: float, y1: float, la
 
 
 def describe_fault(inject: dict[str, Any]) -> str:
-    """A fault in a few characters: who was cut off, killed or paused."""
+    """A fault in a few characters: who was cut off, killed, paused, joined, drained, ..."""
+    if "action" in inject:  # the placement nemeses
+        if inject["action"] == "transfer" and "group" in inject:
+            return f"transfer g{inject['group']} {inject.get('from')}->{inject.get('to', '?')}"
+        who = inject.get("id") or inject.get("node") or ""
+        return f"{inject['action']} {who}".strip()
     for key in ("killed", "paused"):
         if key in inject:
             return ",".join(inject[key])
@@ -302,6 +313,16 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def _outcome(entry: dict[str, Any]) -> str:
+    """What a fault ended as: the placement nemeses' outcome of the inject, then the heal's."""
+    parts = [
+        str(entry[side]["outcome"])
+        for side in ("inject", "heal")
+        if isinstance(entry.get(side), dict) and entry[side].get("outcome")
+    ]
+    return " / ".join(parts)
+
+
 def _verdict_class(v: Any) -> str:
     return "pass" if v is True else ("fail" if v is False else "unknown")
 
@@ -349,6 +370,7 @@ def render(history: dict[str, Any], results: dict[str, Any]) -> str:
             f"{n.get('end_ns', t_end) / 1e9:.1f}s",
             n["nemesis"],
             orjson.dumps(n.get("inject", {})).decode()[:160],
+            _outcome(n),
             n.get("recovered_s"),
             n.get("error", ""),
         ]
@@ -391,7 +413,9 @@ valid: {_esc(valid)}</span></h1>
 <h2>Operations (chaos phase)</h2>{_table(count_rows, ["f", "ok", "fail", "info"])}
 <h2>Latency of ok operations (ms)</h2>
 {_table(lat_rows, ["f", "n", "p50", "p90", "p99", "max"])}
-<h2>Faults</h2>{_table(nem_rows, ["start", "end", "nemesis", "what", "recovered (s)", "error"])}
+<h2>Faults</h2>{
+        _table(nem_rows, ["start", "end", "nemesis", "what", "outcome", "recovered (s)", "error"])
+    }
 {ops_plot(ops, axis, nemesis, phases, clients, highlight)}
 {latency_plot(ops, axis, nemesis)}
 {throughput_plot(ops, axis, nemesis)}

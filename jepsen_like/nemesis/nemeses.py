@@ -56,9 +56,19 @@ class Nemesis(Protocol):
     def teardown(self) -> None: ...
 
 
+def _running(control: Control) -> list[str]:
+    """The nodes whose process the harness keeps running (every node without spares)."""
+    running = getattr(control, "running", None)
+    return [n for n in control.node_ids if running is None or running(n)]
+
+
 async def _targets(control: Control, params: dict[str, Any]) -> list[str]:
-    """The nodes a kill or pause hits: the leader of the drawn group first if asked for."""
-    order: list[str] = list(params["order"])
+    """The nodes a kill or pause hits: the leader of the drawn group first if asked for.
+
+    Only running nodes: a spare slot, or a node the membership nemesis stopped, is
+    not there to be hit."""
+    live = _running(control)
+    order: list[str] = [n for n in params["order"] if n in live]
     chosen: list[str] = []
     if params.get("target") == "leader":
         leader = await control.leader_of(int(params["group"]))
@@ -249,35 +259,45 @@ class PauseNemesis:
         self.paused = []
 
 
-# Nemeses that have a name and a place but need cluster features that do not
-# exist yet; asking for one fails before anything starts, saying what is missing.
-PLANNED = {
-    "membership": "needs the placement driver's node join/remove admin endpoints",
-    "rebalance": "needs the placement driver's range-move admin endpoints",
-}
-NAMES = ("none", "partition", "kill", "pause", *PLANNED)
+# Nemeses that move nodes, replicas and leaders through the placement driver
+# (nemesis/placement.py); the harness gives them a spare node slot.
+PLACEMENT = ("membership", "rebalance")
+NAMES = ("none", "partition", "kill", "pause", *PLACEMENT)
 
 
 def parse_nemeses(text: str) -> list[str]:
-    """`"partition,kill"` → ["partition", "kill"]; ValueError for unknown or planned ones."""
+    """`"partition,kill"` → ["partition", "kill"]; ValueError for unknown ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise ValueError("no nemesis given (use 'none' for a run without faults)")
     for n in names:
-        if n in PLANNED:
-            raise ValueError(f"nemesis {n!r} is not implemented yet: it {PLANNED[n]}")
         if n not in NAMES:
             raise ValueError(f"unknown nemesis {n!r} (known: {', '.join(NAMES)})")
     if "none" in names and len(names) > 1:
         raise ValueError("'none' cannot be combined with other nemeses")
+    if all(n in names for n in PLACEMENT):
+        # Both would start, drain and re-register the same spare node.
+        raise ValueError("'membership' and 'rebalance' cannot be combined")
     return [] if names == ["none"] else list(dict.fromkeys(names))
 
 
-def build(name: str, control: Control, partition_via: str = "auto", chain: str = CHAIN) -> Nemesis:
+def build(
+    name: str,
+    control: Any,
+    partition_via: str = "auto",
+    chain: str = CHAIN,
+    placement_timeout_s: float = 60.0,
+    quiesce_s: float = 7.0,
+) -> Nemesis:
     if name == "partition":
         return PartitionNemesis(control, partition_via, chain)
     if name == "kill":
         return KillNemesis(control)
     if name == "pause":
         return PauseNemesis(control)
+    if name in PLACEMENT:
+        from jepsen_like.nemesis.placement import MembershipNemesis, RebalanceNemesis
+
+        cls = MembershipNemesis if name == "membership" else RebalanceNemesis
+        return cls(control, timeout_s=placement_timeout_s, quiesce_s=quiesce_s)
     raise ValueError(f"no nemesis {name!r}")

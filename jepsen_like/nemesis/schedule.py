@@ -20,6 +20,7 @@ from typing import Any
 
 PARTITION_MODES = ("halves", "isolate", "leader", "ring", "bridge")
 PROCESS_TARGETS = ("random", "leader")
+REBALANCE_ACTIONS = ("transfer", "drain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,17 @@ def draw_params(
             "order": order,
             "group": group,
         }
+    if nemesis == "rebalance":
+        # A leadership transfer (of group `pick` mod the groups the PD knows, its own
+        # included; to the first other voter in `order`) or a drain of the first up
+        # node in `order`, re-registered at the heal.
+        return {
+            "action": rng.choice(REBALANCE_ACTIONS),
+            "order": order,
+            "pick": rng.randrange(1 << 16),
+        }
+    # membership: the step (join, drain, re-add) follows from the cluster's state when
+    # the fault starts; `order` decides which node a drain takes.
     return {"order": order, "group": group}
 
 

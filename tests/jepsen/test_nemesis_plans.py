@@ -89,8 +89,10 @@ def test_parse_nemeses() -> None:
     assert parse_nemeses("partition,kill") == ["partition", "kill"]
     assert parse_nemeses("none") == []
     assert parse_nemeses("pause, pause") == ["pause"]
-    with pytest.raises(ValueError, match="not implemented yet"):
-        parse_nemeses("membership")
+    assert parse_nemeses("membership") == ["membership"]
+    assert parse_nemeses("rebalance,partition") == ["rebalance", "partition"]
+    with pytest.raises(ValueError, match="cannot be combined"):
+        parse_nemeses("membership,rebalance")
     with pytest.raises(ValueError, match="unknown nemesis"):
         parse_nemeses("partiton")
     with pytest.raises(ValueError, match="cannot be combined"):

@@ -272,8 +272,14 @@ def test_run_options_become_a_config_and_a_replay_command() -> None:
     )
 
 
-def test_planned_nemeses_are_refused_with_a_reason() -> None:
+def test_placement_nemeses_parse_and_get_a_spare_slot() -> None:
     parser = argparse.ArgumentParser()
     add_run_parser(parser.add_subparsers(dest="command"))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["run", "--nemesis", "rebalance"])
+    args = parser.parse_args(["run", "--nemesis", "rebalance", "--placement-timeout", "90"])
+    cfg = config_from_args(args, [])
+    assert cfg.nemeses == ["rebalance"] and cfg.spares == 1
+    assert cfg.placement_timeout_s == 90.0
+    assert "--placement-timeout 90" in cfg.replay_command()
+    assert config_from_args(parser.parse_args(["run", "--nemesis", "kill"]), []).spares == 0
+    with pytest.raises(SystemExit):  # both would drive the same spare node
+        parser.parse_args(["run", "--nemesis", "membership,rebalance"])

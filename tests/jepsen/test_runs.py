@@ -114,3 +114,53 @@ def test_unsafe_local_reads_are_caught_as_not_linearizable(tmp_path: Path) -> No
     raise AssertionError(
         "no violation found in 3 runs:\n" + "\n".join(describe(r) for r in attempts)
     )
+
+
+def _placement_run(tmp_path: Path, nemesis: str, seed: int) -> dict[str, Any]:
+    """A short kv run under a placement nemesis; its results (checked to pass)."""
+    short = (
+        f"--workload kv --nemesis {nemesis} --time 30 --seed {seed} --concurrency 4 "
+        "--fault-time 3,5 --healthy-time 2,3 --placement-timeout 25"
+    )
+    code, results, run_dir = run_cli(tmp_path, *short.split())
+    assert code == 0, describe(results)
+    assert results["checkers"]["linearizable"]["valid"] is True
+    assert results["checkers"]["final-reads"]["valid"] is True
+    assert results["errors"] == [], results["errors"]
+    faults = results["nemesis"]["timeline"]
+    assert faults and all("error" not in f for f in faults), faults
+    # The last heal left no drain behind, and every node that runs is up.
+    last = results["nemesis"]["timeline"][-1]["heal"]["registry"]
+    assert "draining" not in last.values(), last
+    running = [n["id"] for n in results["nodes"].values() if n["running_at_end"]]
+    assert all(last.get(rid) == "up" for rid in running), (running, last)
+    assert (run_dir / "nodes" / "placement.json").stat().st_size > 0
+    return dict(results)
+
+
+def test_membership_run_nodes_join_drain_and_come_back_linearizably(tmp_path: Path) -> None:
+    # seed 5: join n4, drain, re-add, drain, re-add (the schedule is the seed's)
+    results = _placement_run(tmp_path, "membership", 5)
+    summary = results["nemesis"]["summary"]["membership"]
+    assert summary.get("joins") == 1, summary
+    assert summary.get("drains_started", 0) >= 1, summary
+    actions = [f["inject"]["action"] for f in results["nemesis"]["timeline"]]
+    assert actions[:2] == ["join", "drain"], actions
+    ops = [
+        o
+        for o in orjson.loads((tmp_path / results["name"] / "history.json").read_bytes())["ops"]
+        if o["type"] == "ok" and not o.get("final")
+    ]
+    # n4 served clients once it had joined
+    assert any(o.get("node") == "n4" for o in ops)
+
+
+def test_rebalance_run_leaders_and_replicas_move_linearizably(tmp_path: Path) -> None:
+    # seed 6: two leadership transfers, then a drain of n4 that is re-registered
+    results = _placement_run(tmp_path, "rebalance", 6)
+    setup = results["nemesis"]["setup"]["rebalance"]
+    assert setup["joined"][0]["outcome"] == "up" and setup["registry"]["n4"]["state"] == "up"
+    summary = results["nemesis"]["summary"]["rebalance"]
+    attempted = summary.get("transfers", 0) + summary.get("transfer_timeouts", 0)
+    assert attempted + summary.get("transfers_not_started", 0) >= 1, summary
+    assert summary.get("drains_started", 0) >= 1, summary
