@@ -484,6 +484,19 @@ class PlacementDriver:
                                     group=group) from None
             return {"changed": True}
         if action == "transfer":
-            why = await host.transfer_leadership(group, str(body.get("target")))
+            target = str(body.get("target"))
+            r = host.replicas.get(group)
+            sent_before = r.transfers_started if r is not None else 0
+            why = await host.transfer_leadership(group, target)
+            if why is None and r is not None:
+                # Under way: the leader waits (briefly) for the target to catch
+                # up. Answer how it ended, so that one that gave up is asked again.
+                deadline = time.monotonic() + 3.0
+                while r.transferring() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                if r.transferring():
+                    why = "still_waiting"
+                elif r.transfers_started == sent_before:
+                    why = "gave_up"  # the target did not catch up in time
             return {"started": why is None, "reason": why}
         raise ValidationError(f"unknown placement action {action!r}", field="action")

@@ -129,6 +129,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self.removed = False
         self.learners: set[str] = set()
         self._transfer_term: int | None = None
+        self._transfer_pending: tuple[str, int, float, bool] | None = None
         self._lease_revoked_term = -1
         self.transfers_started = 0
         self.prevotes_started = 0
@@ -228,6 +229,13 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             return
         if kind == "rm_timeout_now":
             self._on_timeout_now(node, message)
+            return
+        if kind == "apply_command" and self._transfer_pending is not None:
+            # A follower's forwarded proposal during a leadership transfer:
+            # refused (definite; the node retries), as our own are.
+            self._SyncObj__transport.send(node, {
+                "type": "apply_command_response", "request_id": message.get("request_id"),
+                "error": FAIL_REASON.REQUEST_DENIED})
             return
         if (kind == "request_vote" or kind == "prevote") and not message.get("term_notice") \
                 and str(node.id) not in self._others:
@@ -677,19 +685,48 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
 
     def transfer_leadership(self, target: str) -> str | None:
         """Leader: hand leadership to the voter ``target`` (Raft's TimeoutNow).
-        None when asked; otherwise why not (the caller retries later)."""
+        None when under way; otherwise why not (the caller retries later).
+
+        The target must hold the leader's whole log first, or the voters would
+        refuse it. Under a steady write load it is always a few entries behind,
+        so, as etcd does, the leader takes no new proposals for a moment (they
+        fail definitely, and the node retries them) until the target has
+        caught up, then sends TimeoutNow; it gives up after ``transfer_wait``.
+        """
         if not self._isLeader():
             return "not_leader"
         node = PeerNode(target)
         if node not in self._SyncObj__otherNodes:
             return "not_a_voter"
-        if self._SyncObj__raftMatchIndex.get(node, 0) < self._SyncObj__getCurrentLogIndex():
-            return "target_behind"
+        self._transfer_pending = (target, self.raftCurrentTerm,
+                                  time.monotonic() + self.timing.election_max * 2, False)
+        self.transfer_tick()
+        return None
+
+    def transferring(self) -> bool:
+        """A leadership transfer waits for its target: proposals are refused meanwhile."""
+        return self._transfer_pending is not None
+
+    def transfer_tick(self) -> None:
+        """Raft thread, every loop iteration: send TimeoutNow once the target caught up."""
+        pending = self._transfer_pending
+        if pending is None:
+            return
+        target, term, deadline, sent = pending
+        if not self._isLeader() or self.raftCurrentTerm != term or time.monotonic() > deadline:
+            self._transfer_pending = None
+            return
+        node = PeerNode(target)
+        if sent or self._SyncObj__raftMatchIndex.get(node, 0) < self._SyncObj__getCurrentLogIndex():
+            return
+        # Still no new proposals until the target's campaign ends this term (or
+        # the deadline passes): an entry appended now would make our log longer
+        # than the target's, and we would refuse it our vote.
+        self._transfer_pending = (target, term, time.monotonic() + self.timing.election_max, True)
         self._lease_revoked_term = self.raftCurrentTerm
         self.transfers_started += 1
         self._SyncObj__transport.send(node, {"type": "rm_timeout_now",
                                              "term": self.raftCurrentTerm})
-        return None
 
     def _on_timeout_now(self, node: Any, message: dict[str, Any]) -> None:
         leader = self._getLeader()
@@ -698,6 +735,10 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             return
         self._transfer_term = self.raftCurrentTerm + 1
         self._SyncObj__raftElectionDeadline = 0.0
+        # The leader's appends that arrive before our next tick must not push
+        # the deadline back (pysyncobj's flag for its own transfers; cleared
+        # when the campaign starts or a newer term is heard).
+        self._SyncObj__transferInProgress = True
 
     # -- snapshots (log compaction) ---------------------------------------
 
@@ -1031,6 +1072,7 @@ class GroupHost:
             r.gate_election()
             r.doTick(0.0)
             r.read_index_tick(self.cfg.timing.read_index_timeout)
+            r.transfer_tick()
         except CorruptionError as e:
             # Fail-stop: a replica that cannot apply an entry deterministically
             # must not apply anything after it.
@@ -1085,6 +1127,11 @@ class GroupHost:
             return fut
         if r.failed is not None:
             fut.set_exception(ProposalFailed("replica_failed", definite=True))
+            return fut
+        if r.transferring():
+            # Nothing was proposed: the caller retries (by then the group has
+            # a new leader, or the transfer gave up).
+            fut.set_exception(ProposalFailed("transferring_leadership", definite=True))
             return fut
 
         def settle(res: Any, err: int) -> None:

@@ -52,7 +52,11 @@ async def write(hs: dict[str, GroupHost], payload: bytes, timeout: float = 30.0)
 
 
 def state(hs: dict[str, GroupHost]) -> str:
-    return "; ".join(f"{n}: {h.replicas[0].status()['role']} term {h.replicas[0].raftCurrentTerm} "
+    return "; ".join(f"{n}: next {h.replicas[0]._SyncObj__raftNextIndex} match "
+                     f"{h.replicas[0]._SyncObj__raftMatchIndex} pending "
+                     f"{h.replicas[0]._transfer_pending}"
+                     for n, h in hs.items() if 0 in h.replicas and h.replicas[0]._isLeader()) \
+        + " | " + "; ".join(f"{n}: {h.replicas[0].status()['role']} term {h.replicas[0].raftCurrentTerm} "
                      f"members {h.replicas[0].members()} log {h.replicas[0].status()['last_log_index']} "
                      f"commit {h.replicas[0].raftCommitIndex}"
                      for n, h in hs.items() if 0 in h.replicas)
@@ -218,3 +222,52 @@ def test_defect_6_one_membership_change_at_a_time(tmp_path, fixed: bool) -> None
         assert out == [True, "denied"], out
     else:
         assert out == [True, True], out
+
+
+async def transfer_under_load(tmp: str) -> dict[str, Any]:
+    ports = free_ports(3)
+    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(3)}
+    hs = {n: make_host(tmp, n, peers, {0: list(peers)}) for n in peers}
+    for h in hs.values():
+        h.start()
+    stop = asyncio.Event()
+    written = 0
+
+    async def writer(w: int) -> None:
+        nonlocal written
+        i = 0
+        while not stop.is_set():
+            await write(hs, put(10_000 * w + i))
+            written += 1
+            i += 1
+
+    try:
+        await poll(lambda: leader_of(hs), 10, "a leader")
+        await write(hs, C.encode(C.create_namespace("ns", 4, "l2", 1, "ns")))
+        writers = [asyncio.create_task(writer(w)) for w in range(8)]
+        await poll(lambda: written >= 200 or None, 30, "the load to run")
+        moved = []
+        for _ in range(3):
+            old = leader_of(hs)
+            assert old is not None
+            target = next(n for n in hs if n != old)
+            before = written
+            assert await hs[old].transfer_leadership(0, target) is None
+            await poll(lambda t=target: leader_of(hs) == t or None, 5,  # type: ignore[misc]
+                       f"leadership to move to {target} under load", lambda: state(hs))
+            moved.append((old, target, written - before))
+        stop.set()
+        await asyncio.gather(*writers)
+        return {"moved": moved, "written": written}
+    finally:
+        stop.set()
+        for h in hs.values():
+            h.stop()
+
+
+def test_leadership_moves_under_a_steady_write_load(tmp_path) -> None:
+    """The target of a transfer is always a few entries behind a loaded leader:
+    the leader holds new proposals until it has caught up, then sends TimeoutNow."""
+    out = asyncio.run(transfer_under_load(str(tmp_path)))
+    assert len(out["moved"]) == 3, out
+    assert out["written"] > 200, out
