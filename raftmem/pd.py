@@ -67,6 +67,11 @@ DOWN_AFTER_S = float(os.environ.get("RAFTMEM_DOWN_AFTER_S", "60"))
 # recording it, or a drop that never arrived): it is dropped. Longer than any
 # step of the executor (catch-up included), so no operator in flight loses it.
 ORPHAN_AFTER_S = 900.0
+# A learner this close to the leader's commit index counts as caught up. Under a
+# steady write load it is always a few entries behind (found by jepsen_like's
+# drains, whose learners waited over a minute for an exact match); promoted, it
+# catches up as a voter while the others make the quorum.
+CATCH_UP_SLACK = 64
 
 
 def pd_members(node_ids: Sequence[str]) -> list[str]:
@@ -124,7 +129,8 @@ class PlacementDriver:
         self.node = node
         self.auto_rebalance = auto_rebalance
         self.executor = OperatorExecutor(NodeActions(self), ExecutorConfig(
-            step_timeout=30.0, catch_up_timeout=600.0, action_timeout=10.0))
+            step_timeout=30.0, catch_up_timeout=600.0, action_timeout=10.0,
+            catch_up_slack=CATCH_UP_SLACK))
         self.state: dict[str, Any] = {}
         self.state_at = 0.0
         self._orphan_since: dict[int, float] = {}
@@ -327,8 +333,8 @@ class PlacementDriver:
                     m = int(match.get(n, 0))
                 replicas[n] = ReplicaReport(
                     role=role, applied_index=applied, match_index=m,
-                    # hosting a replica that has not learnt of its removal
-                    member=bool(st) and not st.get("removed"))
+                    # hosts a replica (a removed one too, until it is dropped)
+                    member=bool(st))
             out[g] = GroupReport(g, leader, int((lst or {}).get("term") or 0),
                                  int((lst or {}).get("commit_index") or 0), replicas)
         return out
@@ -336,7 +342,8 @@ class PlacementDriver:
     async def observation(self) -> Observation:
         # The PD's own group is placed like the others: a replica on a node
         # that leaves is replaced elsewhere (learner first, as for data).
-        obs = observe(self.local_state(), self.reports(), live=self.live())
+        obs = observe(self.local_state(), self.reports(), live=self.live(),
+                      slack=CATCH_UP_SLACK)
         now = time.monotonic()
         if self._tracking_since is None:
             self._tracking_since = now
@@ -449,6 +456,11 @@ class PlacementDriver:
             raise ValidationError("group must be an integer", field="group")
         if action == "create_replica":
             voters = [str(v) for v in body.get("voters") or []]
+            old = host.replicas.get(group)
+            if old is not None and (old.removed or not old.learner):
+                # A replica from an earlier membership (removed, or a voter the
+                # group no longer has): not a learner to reuse; a fresh one.
+                await host.drop_replica(group)
             for v in voters:
                 addr = self.api_address(v)
                 n = self.state.get("nodes", {}).get(v)
