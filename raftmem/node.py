@@ -281,7 +281,14 @@ class Node:
         """Whether this node has a replica of ``group`` that serves right now: a learner
         (still catching up, not yet a voter) or a removed replica does not."""
         r = self.host.replicas.get(group)
-        return r is not None and not r.learner and not r.removed
+        if r is None or r.learner or r.removed:
+            return False
+        # A removed voter never hears of its removal (the leader stops sending
+        # to it at once): until it is dropped, the PD's record says it is out.
+        # Its reads would time out waiting for a leader that ignores it (found
+        # by jepsen_like's rebalance nemesis: final reads timed out on it).
+        g = self.pd.state.get("groups", {}).get(str(group))
+        return g is None or self.node_id in g["voters"]
 
     def _local_groups(self) -> list[int]:
         """The data groups this node hosts a replica of (not the PD's)."""
