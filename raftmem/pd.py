@@ -86,6 +86,15 @@ def replica_report(st: Mapping[str, Any]) -> dict[str, Any]:
         "learner", "removed", "match_index", "last_log_index", "failed")}
 
 
+def _ok_or_raise(res: dict[str, Any]) -> dict[str, Any]:
+    """A PD command's answer, or its refusal raised as a clear 400."""
+    if not res.get("ok"):
+        err = res.get("error") or {}
+        raise ValidationError(str(err.get("message", "refused")),
+                              code=str(err.get("code", "invalid_request")))
+    return res
+
+
 class NodeActions:
     """The executor's :class:`~raftmem.placement.executor.ClusterActions` over the
     internal API of the nodes concerned."""
@@ -135,6 +144,7 @@ class PlacementDriver:
         self.state_at = 0.0
         self._orphan_since: dict[int, float] = {}
         self.orphans_dropped = 0
+        self.reconciled = 0
         # PD nodes only: the latest heartbeat of every node (monotonic time, report).
         self.heartbeats: dict[str, tuple[float, dict[str, Any]]] = {}
         self._known_peers: dict[str, str] = {}
@@ -148,7 +158,10 @@ class PlacementDriver:
     # -- where things are ----------------------------------------------------------------
 
     def hosts_pd(self) -> bool:
-        return PD_GROUP in self.node.host.replicas
+        """A voter replica of the PD group is here (a learner still catching up holds
+        an empty or old state: jepsen_like track record #7)."""
+        r = self.node.host.replicas.get(PD_GROUP)
+        return r is not None and not r.learner and not r.removed
 
     def pd_nodes(self) -> list[str]:
         groups = self.state.get("groups", {})
@@ -241,6 +254,7 @@ class PlacementDriver:
                 if self.auto_rebalance:
                     async with self._pass_lock:
                         await self.executor.run_once(self.observation)
+                await self.reconcile()
                 await self.finish_removals()
 
     def local_state(self) -> dict[str, Any]:
@@ -359,25 +373,23 @@ class PlacementDriver:
     # -- admin ----------------------------------------------------------------------------
 
     async def register(self, node_id: str, api: str, raft: str) -> dict[str, Any]:
-        res = await self.propose(pdstate.register_node(node_id, api, raft,
-                                                       ts=int(time.time() * 1000)))
-        if not res.get("ok"):
-            err = res.get("error") or {}
-            raise ValidationError(str(err.get("message", "refused")),
-                                  code=str(err.get("code", "invalid_request")))
-        if (res.get("node") or {}).get("state") == "draining":
+        for _ in range(3):
+            res = _ok_or_raise(await self.propose(pdstate.register_node(
+                node_id, api, raft, ts=int(time.time() * 1000))))
+            if (res.get("node") or {}).get("state") != "draining":
+                return res
             # Registering a draining node again (same addresses) cancels the
             # drain: it is up, and takes replicas again.
             res = await self.propose(pdstate.set_node_state(node_id, "up"))
-        return res
+            if (res.get("error") or {}).get("code") != "node_removed":
+                return _ok_or_raise(res)
+            # The drain finished between the two: register the removed node
+            # again (jepsen_like track record #8).
+        raise Unavailable(f"node {node_id}: registration raced its drain three times",
+                          code="unavailable")
 
     async def drain(self, node_id: str) -> dict[str, Any]:
-        res = await self.propose(pdstate.set_node_state(node_id, "draining"))
-        if not res.get("ok"):
-            err = res.get("error") or {}
-            raise ValidationError(str(err.get("message", "refused")),
-                                  code=str(err.get("code", "invalid_request")))
-        return res
+        return _ok_or_raise(await self.propose(pdstate.set_node_state(node_id, "draining")))
 
     def progress(self) -> dict[str, Any]:
         out = self.executor.progress()
@@ -415,6 +427,30 @@ class PlacementDriver:
         return {"dry_run": False, "node": self.node.node_id,
                 "started": [r.to_dict(time.monotonic()) for r in result.started],
                 "balanced": result.balanced, "progress": self.progress()}
+
+    async def reconcile(self) -> None:
+        """Record a group's configuration as its leader reports it, when the PD's
+        record differs and no operator is working on the group (one that failed
+        between a Raft change and its record left them apart: jepsen_like track
+        record #10; the executor refuses to act on a record Raft contradicts)."""
+        busy = {r.op.group for r in self.executor.running()}
+        groups = self.local_state().get("groups", {})
+        now = time.monotonic()
+        for gid, rep in self.reports().items():
+            g = groups.get(str(gid))
+            if g is None or gid in busy or rep.leader is None:
+                continue
+            seen = self.heartbeats.get(rep.leader)
+            if seen is None or now - seen[0] > 2 * TICK_S:
+                continue  # only a fresh report of the leader
+            voters = sorted(rep.voters())
+            learners = sorted(n for n, r in rep.replicas.items() if r.role == LEARNER)
+            if not voters or (voters, learners) == (sorted(g["voters"]), sorted(g["learners"])):
+                continue
+            res = await self.propose(pdstate.set_group(gid, voters, learners, g["conf_ver"]))
+            self.reconciled += 1
+            log.warning("pd_record_reconciled", group=gid, record=g["voters"],
+                        raft=voters, learners=learners, ok=res.get("ok"))
 
     async def finish_removals(self) -> None:
         """Draining nodes that hold nothing any more are removed from the registry."""
