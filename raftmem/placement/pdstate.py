@@ -46,7 +46,6 @@ database, so a shard group's snapshot is never installed here by mistake.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -56,6 +55,7 @@ import apsw
 import orjson
 
 from raftmem.errors import CorruptionError, ValidationError
+from raftmem.fsio import fsync_path, remove_sqlite_files
 
 VERSION = b"\x01"
 SCHEMA_VERSION = 1
@@ -327,20 +327,6 @@ def _json(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode("utf-8")
 
 
-def _fsync_path(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_if_exists(path: str) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path + suffix)
-
-
 class PDState:
     """The PD's state machine over one SQLite file (single writer: the apply thread).
 
@@ -406,7 +392,7 @@ class PDState:
     def snapshot_to(self, path: str, meta: bytes) -> None:
         """Write the state at ``applied_index`` plus ``meta`` to ``path`` (atomically replaced)."""
         tmp = path + ".tmp"
-        _remove_if_exists(tmp)
+        remove_sqlite_files(tmp)
         dest = apsw.Connection(tmp)
         try:
             dest.execute("PRAGMA journal_mode = OFF")
@@ -424,9 +410,9 @@ class PDState:
                 )
         finally:
             dest.close()
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
+        fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
 
     @staticmethod
     def read_snapshot_meta(path: str) -> tuple[int, bytes]:

@@ -615,16 +615,6 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             self._SyncObj__raftMatchIndex[node] = 0
             self._SyncObj__lastResponseTime[node] = time.monotonic()
 
-    def remove_learner(self, node_id: str) -> None:
-        node = PeerNode(node_id)
-        self.learners.discard(node_id)
-        if node in self._SyncObj__readonlyNodes:
-            self._SyncObj__readonlyNodes.discard(node)
-            self._SyncObj__raftNextIndex.pop(node, None)
-            self._SyncObj__raftMatchIndex.pop(node, None)
-            if node not in self._SyncObj__otherNodes:
-                self._SyncObj__transport.dropNode(node)
-
     def match_indexes(self) -> dict[str, int]:
         """Leader only: how far each voter and learner's log is known to match ours."""
         if not self._isLeader():
@@ -1266,16 +1256,6 @@ class GroupHost:
             self._save_layout()
             return True
         return self.run(add)
-
-    def remove_learner(self, gid: int, node_id: str) -> asyncio.Future[Any]:
-        def rem() -> bool:
-            r = self.replicas.get(gid)
-            if r is None:
-                return False
-            r.remove_learner(node_id)
-            self._save_layout()
-            return True
-        return self.run(rem)
 
     def transfer_leadership(self, gid: int, target: str) -> asyncio.Future[Any]:
         def transfer() -> str | None:

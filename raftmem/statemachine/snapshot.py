@@ -15,12 +15,12 @@ renamed or unlinked under them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import apsw
 
 from raftmem.errors import CorruptionError
+from raftmem.fsio import fsync_path, remove_sqlite_files
 from raftmem.statemachine.schema import (
     SCHEMA_VERSION,
     SNAPSHOT_META_TABLE,
@@ -32,20 +32,6 @@ from raftmem.statemachine.schema import (
 )
 
 
-def _fsync_path(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_if_exists(path: str) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path + suffix)
-
-
 def write(db_path: str, path: str, meta: bytes) -> None:
     """Copy the database at ``db_path`` to ``path`` (atomically replaced) with ``meta`` inside.
 
@@ -54,7 +40,7 @@ def write(db_path: str, path: str, meta: bytes) -> None:
     any thread.
     """
     tmp = path + ".tmp"
-    _remove_if_exists(tmp)
+    remove_sqlite_files(tmp)
     src = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
     dest = open_connection(tmp, readonly=False)
     try:
@@ -78,9 +64,9 @@ def write(db_path: str, path: str, meta: bytes) -> None:
         dest.close()
         src.close()
     # The Raft layer compacts its log once this returns: the file must be durable.
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
-    _fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
+    fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
 
 
 def read_meta(path: str) -> tuple[int, bytes]:
