@@ -129,6 +129,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self.removed = False
         self.learners: set[str] = set()
         self._transfer_term: int | None = None
+        self._transfer_from: tuple[str, int] = ("", -1)
         self._transfer_pending: tuple[str, int, float, bool] | None = None
         self._lease_revoked_term = -1
         self.transfers_started = 0
@@ -261,7 +262,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                 self._count_prevote(node, message)
                 return
             if kind == "request_vote" and not message.get("term_notice") \
-                    and not message.get("transfer") and self._has_live_leader():
+                    and not self._transfer_vote_allowed(message) and self._has_live_leader():
                 # Leader stickiness: while this replica hears from a live leader
                 # (or is it), it does not help depose it.
                 self.votes_refused += 1
@@ -326,9 +327,10 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         kind = message.get("type")
         if kind == "request_vote" and self._transfer_term is not None \
                 and message.get("term") == self._transfer_term:
-            # The campaign our leader asked for (leadership transfer): voters
-            # grant it although they still hear that leader.
-            message["transfer"] = True
+            # The campaign our leader asked for (leadership transfer): a voter
+            # that follows that same leader, in that term, grants it although it
+            # still hears it (that leader gave up its lease when it asked).
+            message["transfer"] = list(self._transfer_from)
         if kind == "append_entries" and self._isLeader():
             if self._lease_term != self.raftCurrentTerm:
                 self._lease_term = self.raftCurrentTerm
@@ -718,12 +720,29 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self._SyncObj__transport.send(node, {"type": "rm_timeout_now",
                                              "term": self.raftCurrentTerm})
 
+    def _transfer_vote_allowed(self, message: dict[str, Any]) -> bool:
+        """A transfer's vote passes stickiness only at a voter whose own leader, in
+        its current term, is the one that asked for the transfer (and revoked its
+        lease doing so): the promise broken is then to a leader that gave it up.
+        Any other voter keeps its promise to the leader it hears."""
+        mark = message.get("transfer")
+        if not isinstance(mark, list) or len(mark) != 2:
+            return False
+        from_id, from_term = mark
+        if from_term != self.raftCurrentTerm:
+            return False
+        if self._isLeader():
+            return str(self.selfNode.id) == from_id
+        leader = self._getLeader()
+        return leader is not None and str(leader.id) == from_id
+
     def _on_timeout_now(self, node: Any, message: dict[str, Any]) -> None:
         leader = self._getLeader()
         if self.learner or self.removed or self._isLeader() or leader is None \
                 or str(leader.id) != str(node.id) or message.get("term") != self.raftCurrentTerm:
             return
         self._transfer_term = self.raftCurrentTerm + 1
+        self._transfer_from = (str(node.id), self.raftCurrentTerm)
         self._SyncObj__raftElectionDeadline = 0.0
         # The leader's appends that arrive before our next tick must not push
         # the deadline back (pysyncobj's flag for its own transfers; cleared
