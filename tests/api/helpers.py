@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -53,3 +56,15 @@ async def seeded(fake: FakeMemoryService, ns: str = "ns1", metric: str = "cosine
                                    tags=["x", "y"]), None)
     await fake.put_memory(ns, item(id="c", embedding=[0.0, 0.0, 1.0]), None)
     fake.calls.clear()
+
+
+async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll the coroutine ``pred()`` until it returns something truthy (deadline: ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = await pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)

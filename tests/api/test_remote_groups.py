@@ -9,9 +9,8 @@ what they refuse.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from raftmem.statemachine.reader import ReadSpec
 from raftmem.types import ReadOptions
 from tests.api.conftest import serve
 from tests.api.fake_service import FakeMemoryService
-from tests.api.helpers import assert_error, send
+from tests.api.helpers import assert_error, send, until
 from tests.cluster.harness import free_port_block
 
 NS = "ns"
@@ -66,17 +65,6 @@ class Cluster:
         await self.clients[node_id].close()  # the node's HTTP server goes first
         await self.nodes[node_id].stop()
         self.stopped.add(node_id)
-
-
-async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager

@@ -28,7 +28,7 @@ from api import create_app
 from raftmem.config import ClusterSpec, NodeOptions, NodeSpec
 from raftmem.node import Node
 from raftmem.pd import PD_GROUP
-from tests.api.helpers import send
+from tests.api.helpers import send, until
 from tests.cluster.harness import free_port_block
 
 NS = "ns"
@@ -93,17 +93,6 @@ class Load:
                 self.errors.append(("read " + mid, status, body))
 
 
-async def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 async def all_ids(client: TestClient[Any, Any]) -> set[str]:
     ids: set[str] = set()
     cursor = None
@@ -151,7 +140,7 @@ async def scenario(tmp: Path) -> dict[str, Any]:
             return all(n.readiness()[0] for n in nodes.values()) \
                 and bool(nodes["n1"].pd.state.get("bootstrapped"))
 
-        await wait_for(ready, 30, "the cluster and its placement driver")
+        await until(ready, 30, "the cluster and its placement driver")
         status, body = await send(clients["n1"], "PUT", f"/v1/namespaces/{NS}",
                                   json={"dim": DIM, "metric": "l2"})
         assert status == 201, body
@@ -179,7 +168,7 @@ async def scenario(tmp: Path) -> dict[str, Any]:
             return bool(ops["balanced"] and ops["counts"]["done"] > 0 and hosted >= 2
                         and not ops["running"])
 
-        await wait_for(balanced, REBALANCE_TIMEOUT_S, "the rebalance to complete")
+        await until(balanced, REBALANCE_TIMEOUT_S, "the rebalance to complete")
         out["rebalance_seconds"] = time.monotonic() - t0
         load.stop.set()
         await asyncio.gather(*tasks)
