@@ -689,7 +689,7 @@ class Node:
         return ReplicaView(
             role=st["role"],
             applied_index=r.raftLastApplied,
-            lease_valid=leader and now < st["lease_until"],
+            lease_valid=self.host.lease_valid(group),
             noop_applied=st["noop_applied"],
             staleness_ms=0 if leader else int(max(0.0, now - st["leader_contact"]) * 1000)
             if st["leader_contact"] != float("-inf") else 10**9,

@@ -245,6 +245,10 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             return
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self._leader_contact = time.monotonic()
+            # A live leader: a pre-vote won before this must not turn into a
+            # campaign (our own vote is now promised to this leader, whose
+            # lease may count on it).
+            self._prevote_won = False
             if "stale_acks" in self.hardening and "prevLogIdx" in message \
                     and "transmission" not in message:
                 message = self._skip_held_entries(message)
@@ -267,6 +271,13 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                 # (or is it), it does not help depose it.
                 self.votes_refused += 1
                 return
+            if kind == "request_vote" and message.get("term_notice"):
+                # A notice of a newer term (below), not a candidacy: pysyncobj
+                # adopts the term and steps down, but must not grant a vote. A
+                # leader holding a lease would otherwise hand its own vote to
+                # the sender, whose self-vote makes a majority of three while
+                # that leader's lease still runs.
+                message = {**message, "last_log_term": -1, "last_log_index": -1}
             if kind == "append_entries" and message.get("term", 0) < self.raftCurrentTerm:
                 # A leader of an older term. pysyncobj ignores it silently; with
                 # stickiness that can leave this replica (whose term grew while
@@ -508,6 +519,17 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         t = self.timing
         return self._quorum_heard_at() + t.election_min * (1.0 - t.lease_drift)
 
+    def lease_holds(self, term: int) -> bool:
+        """Any thread: still the leader of ``term``, its lease not given up.
+
+        ``lease_until`` is published with the host's status every few
+        milliseconds; its time bound stays sound while it ages, but a lease
+        given up for a transfer, or a step-down, is not a matter of time: the
+        target can win and commit before the next publication. A lease read
+        checks this live as well."""
+        return (self._isLeader() and self.raftCurrentTerm == term
+                and self._lease_revoked_term != term)
+
     def _quorum_heard_at(self) -> float:
         """Send time of the newest heartbeat of this term that a majority, this
         leader included, has acknowledged: ``inf`` alone, ``-inf`` if none yet.
@@ -578,6 +600,13 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         if self._prevote_won and self._prevote_term == self.raftCurrentTerm + 1:
             self._prevote_won = False
             self._prevote_term = None
+            if now - self._leader_contact < self.timing.election_min:
+                # A leader was heard after the pre-vote began: our own vote
+                # belongs to it as surely as any follower's (its lease counts on
+                # our ack), so no campaign; the next one starts from scratch.
+                self._SyncObj__raftElectionDeadline = now + self.timing.election_min + (
+                    self.timing.election_max - self.timing.election_min) * random.random()
+                return
             self.elections_started += 1
             return  # the deadline stays passed: pysyncobj campaigns now
         term, index = self._log_position()
@@ -1118,6 +1147,14 @@ class GroupHost:
 
     def status(self) -> dict[int, dict[str, Any]]:
         return self._status
+
+    def lease_valid(self, group_id: int) -> bool:
+        """May this node's replica of ``group_id`` serve a lease read now: the
+        published lease still runs and the replica still holds it (live)."""
+        st = self._status.get(group_id)
+        r = self.replicas.get(group_id)
+        return (st is not None and r is not None and st["role"] == "leader"
+                and time.monotonic() < st["lease_until"] and r.lease_holds(st["term"]))
 
     def propose(self, group_id: int, payload: bytes) -> asyncio.Future[dict[str, Any]]:
         """Submit ``payload`` to the group's log via the local replica.
