@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from raftmem.placement.planner import ClusterView, GroupInfo, NodeInfo, Operator, plan
+from raftmem.placement.planner import ClusterView, GroupInfo, NodeInfo, Operator, plan, settled
 
 VOTER = "voter"
 LEARNER = "learner"
@@ -570,7 +570,8 @@ class Executor:
             if new is not None:
                 started.append(new)
                 await self._advance(new, obs, finished)
-        self._balanced = not busy_before and not planned and not self._running
+        self._balanced = (not busy_before and not planned and not self._running
+                          and settled(projected))
         return PassResult(planned, started, finished, self._balanced)
 
     async def until_balanced(

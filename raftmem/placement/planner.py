@@ -95,6 +95,13 @@ def _least_loaded(view: ClusterView, g: GroupInfo, counts: Counter[str]) -> str 
     return min(candidates, key=lambda n: (counts[n], n)) if candidates else None
 
 
+def settled(view: ClusterView) -> bool:
+    """No group has a learner in flight or more voters than the replica target:
+    nothing is half done (a plan may still be empty while a group waits, e.g.
+    on a learner that has not caught up)."""
+    return all(not g.learners and len(g.voters) <= view.replicas for g in view.groups)
+
+
 def plan(view: ClusterView) -> list[Operator]:
     ops: list[Operator] = []
     counts = replica_counts(view)

@@ -696,7 +696,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                 self.removed = True
             return False
         changed: bool = SyncObj._SyncObj__doChangeCluster(self, request, reverse)
-        if changed and adding:
+        if adding and PeerNode(node_id) in self._SyncObj__otherNodes:
             node = PeerNode(node_id)
             self.learners.discard(node_id)
             self._SyncObj__readonlyNodes.discard(node)
@@ -927,7 +927,10 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             "read_index_heartbeats": self.read_index_heartbeats,
             "compactions_refused": self.compactions_refused,
             "members": self.members(),
-            "learners": sorted(self.learners),
+            # A learner promoted by an entry this replica applied without a
+            # change (pysyncobj already had the node) stays in the set: never
+            # report a voter as a learner too.
+            "learners": sorted(self.learners - set(self._others)),
             "learner": self.learner,
             "removed": self.removed,
             "match_index": self.match_indexes(),

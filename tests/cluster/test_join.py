@@ -179,6 +179,9 @@ async def scenario(tmp: Path) -> dict[str, Any]:
         state = nodes["n1"].pd.state
         counts = Counter(n for g in state["groups"].values() for n in g["voters"])
         out["replicas"] = dict(counts)
+        out["groups"] = {g: (v["voters"], v["learners"], v["conf_ver"])
+                         for g, v in state["groups"].items()}
+        out["progress"] = {k: ops[k] for k in ("balanced", "passes", "counts")}
         out["hosted_before"] = before
         out["hosted_after"] = {n: sorted(node._local_groups()) for n, node in nodes.items()}
         leaders = {g: st["leader"] for node in nodes.values()
@@ -208,7 +211,8 @@ def test_a_fourth_node_joins_under_load_and_the_cluster_rebalances(tmp_path: Pat
     assert out["operators"]["done"] > 0, out
     counts = out["replicas"]
     mean = sum(counts.values()) / 4
-    assert all(abs(counts.get(n, 0) - mean) <= 1 for n in ("n1", "n2", "n3", "n4")), counts
+    assert all(abs(counts.get(n, 0) - mean) <= 1 for n in ("n1", "n2", "n3", "n4")), \
+        (counts, out["groups"], out["progress"], out["failed_operators"])
     assert "n4" in out["leaders"].values(), out["leaders"]
     assert out["load"]["error_count"] == 0, out["load"]
     assert out["load"]["ok"].get("write", 0) > 0 and out["load"]["ok"].get("read", 0) > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raftmem.placement.planner import parse_view, plan, replica_counts
+from raftmem.placement.planner import parse_view, plan, replica_counts, settled
 
 
 def kinds(text: str) -> list[str]:
@@ -147,3 +147,29 @@ def test_a_suspect_node_keeps_its_replicas_and_gets_no_new_ones() -> None:
         2     | n1 n3 n4 |          | n3
         3     | n1 n2 n3 |          | n1
     """) == ["add_learner g0 n3", "add_learner g1 n1", "add_learner g2 n2"]
+
+
+def test_a_group_waiting_on_a_learner_plans_nothing_but_is_not_settled() -> None:
+    # n4's learner has not caught up: nothing to do for group 0 yet, and the
+    # executor must not call that balanced (it reported "balanced" with a
+    # group left at four voters once).
+    view = parse_view("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 | n4       | n1
+        1     | n1 n2 n4 |          | n2
+        2     | n1 n3 n4 |          | n3
+    """)
+    assert [op.kind for op in plan(view)] == []
+    assert not settled(view)
+    over = parse_view("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters      | learners | leader
+        0     | n1 n2 n3 n4 |          | n1
+    """)
+    assert not settled(over)
+    assert settled(parse_view("""
+        nodes: n1 up, n2 up, n3 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 |          | n1
+    """))
