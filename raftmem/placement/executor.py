@@ -50,7 +50,11 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import structlog
+
 from raftmem.placement.planner import ClusterView, GroupInfo, NodeInfo, Operator, plan, settled
+
+log = structlog.get_logger("raftmem.placement")
 
 VOTER = "voter"
 LEARNER = "learner"
@@ -545,6 +549,7 @@ class Executor:
         )
         self._running[op.group] = run
         self._counts["started"] += 1
+        log.info("operator_started", id=run.id, op=op.describe(), reason=op.reason)
         return run
 
     async def run_once(self, view_provider: ViewProvider) -> PassResult:
@@ -687,6 +692,8 @@ class Executor:
             result = await asyncio.wait_for(call, self.config.action_timeout)
         except Exception as exc:  # noqa: BLE001 - judged, and issued again, next pass
             run.last_error = f"{action}: {exc!r}"
+            log.info("operator_step_retried", id=run.id, op=op.describe(), step=action,
+                     error=repr(exc))
             run.pending_action = action
             return
         run.pending_action = None
@@ -702,6 +709,8 @@ class Executor:
         if status != DONE:
             run.error = detail
         self._running.pop(run.op.group, None)
+        log.info("operator_finished", id=run.id, op=run.op.describe(), status=status,
+                 detail=detail, seconds=round(now - run.started, 3))
         self._history.append(run)
         self._counts[status] += 1
         finished.append(run)

@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api import create_app
 from raftmem.config import ClusterSpec, NodeOptions, NodeSpec
+from raftmem.errors import Unavailable
 from raftmem.node import Node
 from raftmem.pd import PD_GROUP
 from tests.api.helpers import send, until
@@ -162,8 +163,16 @@ async def scenario(tmp: Path) -> dict[str, Any]:
         assert status == 200, body
         load.clients = dict(clients)  # the new node takes requests too
 
+        async def progress() -> dict[str, Any] | None:
+            try:
+                return await nodes["n1"].operators()
+            except Unavailable:
+                return None  # the placement driver's leadership is moving: ask again
+
         async def balanced() -> bool:
-            ops = await nodes["n1"].operators()
+            ops = await progress()
+            if ops is None:
+                return False
             hosted = len(nodes["n4"]._local_groups())
             return bool(ops["balanced"] and ops["counts"]["done"] > 0 and hosted >= 2
                         and not ops["running"])
@@ -172,7 +181,7 @@ async def scenario(tmp: Path) -> dict[str, Any]:
         out["rebalance_seconds"] = time.monotonic() - t0
         load.stop.set()
         await asyncio.gather(*tasks)
-        ops = await nodes["n1"].operators()
+        ops = await until(progress, 30, "the placement driver's progress")
         out["operators"] = ops["counts"]
         out["failed_operators"] = [(r["kind"], r["group"], r["error"]) for r in ops["failed"]]
 
