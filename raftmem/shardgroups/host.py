@@ -48,6 +48,11 @@ HARDENING = frozenset({"stale_acks", "prevote", "commit_hint", "compaction_guard
                        "single_change"})
 
 
+# A leadership transfer holds proposals only for a target at most this many
+# entries behind the leader's log.
+TRANSFER_MAX_GAP = 256
+
+
 @dataclass(frozen=True)
 class RaftTiming:
     """Raft timing for a LAN. Failover after ``kill -9`` of a leader is about
@@ -719,6 +724,12 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         node = PeerNode(target)
         if node not in self._SyncObj__otherNodes:
             return "not_a_voter"
+        behind = self._SyncObj__getCurrentLogIndex() - self._SyncObj__raftMatchIndex.get(node, 0)
+        if behind > TRANSFER_MAX_GAP:
+            # Holding proposals only pays when the target is a few entries
+            # short; one still catching up (a snapshot, a long log) would stall
+            # the group's writes for nothing, and the caller asks again.
+            return "target_behind"
         self._transfer_pending = (target, self.raftCurrentTerm,
                                   time.monotonic() + self.timing.election_max * 2, False)
         self.transfer_tick()
