@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 
 from raftmem.errors import CorruptionError, ValidationError
-from raftmem.keyspace import Ownership
+from raftmem.keyspace import Ownership, format_point
 from raftmem.types import METRICS
 
 VERSION = b"\x01"
@@ -56,6 +56,11 @@ REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "purge": frozenset({"op", "now", "dedup_before"}),
     "barrier": frozenset({"op"}),
     "set_ownership": frozenset({"op", "ownership"}),
+    # Range moves (raftmem/statemachine/ranges.py); bounds as format_point strings.
+    "range_freeze": frozenset({"op", "start", "end", "move", "frozen"}),
+    "range_stage": frozenset({"op", "start", "end", "move", "namespaces", "rows"}),
+    "range_release": frozenset({"op", "start", "end", "move", "version"}),
+    "range_activate": frozenset({"op", "start", "end", "move", "version"}),
 }
 
 MEMORY_KEYS = frozenset({"id", "agent_id", "text", "embedding", "metadata", "tags", "expires_at"})
@@ -440,3 +445,28 @@ def set_ownership(ownership: Ownership) -> dict[str, Any]:
     if why:
         raise ValidationError(why)
     return {"op": "set_ownership", "ownership": ownership.to_dict()}
+
+
+def range_freeze(start: int, end: int, move: str, frozen: bool = True) -> dict[str, Any]:
+    """Freeze (or thaw) writes to [start, end) on the group that owns it."""
+    return {"op": "range_freeze", "start": format_point(start), "end": format_point(end),
+            "move": move, "frozen": frozen}
+
+
+def range_stage(start: int, end: int, move: str, namespaces: Sequence[Mapping[str, Any]],
+                rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A chunk of a moving range's memories (embeddings packed), kept by the new owner."""
+    return {"op": "range_stage", "start": format_point(start), "end": format_point(end),
+            "move": move, "namespaces": list(namespaces), "rows": list(rows)}
+
+
+def range_release(start: int, end: int, move: str, version: int) -> dict[str, Any]:
+    """The old owner gives the frozen range up at table version ``version``."""
+    return {"op": "range_release", "start": format_point(start), "end": format_point(end),
+            "move": move, "version": version}
+
+
+def range_activate(start: int, end: int, move: str, version: int) -> dict[str, Any]:
+    """The new owner serves the staged memories and owns the range at ``version``."""
+    return {"op": "range_activate", "start": format_point(start), "end": format_point(end),
+            "move": move, "version": version}

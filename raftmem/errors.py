@@ -80,6 +80,13 @@ class EpochMismatch(Unavailable):
     code = "epoch_mismatch"
 
 
+class RangeMoving(Unavailable):
+    """The key's range is moving to another group: nothing was written; the
+    router retries until the move ends (docs/placement.md, "Range moves")."""
+
+    code = "range_moving"
+
+
 class CommitTimeout(RaftmemError):
     status = 504
     code = "commit_timeout"
@@ -109,8 +116,8 @@ class CorruptionError(Exception):
 
 
 _BY_CODE: dict[str, type[RaftmemError]] = {}
-for _cls in (ValidationError, NotFound, Conflict, Unavailable, EpochMismatch, CommitTimeout,
-             Internal):
+for _cls in (ValidationError, NotFound, Conflict, Unavailable, EpochMismatch, RangeMoving,
+             CommitTimeout, Internal):
     _BY_CODE[_cls.code] = _cls
 
 

@@ -63,6 +63,9 @@ class OwnedRange:
     start: int  # inclusive
     end: int  # exclusive; RING_SIZE for the end of the ring
     version: int  # the table version at which the group received this range
+    # Moving to another group (docs/placement.md, "Range moves"): writes are
+    # refused (range_moving, definite) until the move ends; reads are served.
+    frozen: bool = False
 
     def __contains__(self, h: int) -> bool:
         return self.start <= h < self.end
@@ -102,6 +105,11 @@ class Ownership:
                     f"[{format_point(r.start)}, {format_point(r.end)}) since version {r.version}")
         return None
 
+    def moving(self, h: int) -> OwnedRange | None:
+        """The frozen range holding ``h`` (writes to it wait for its move), or None."""
+        r = self.range_for(h)
+        return r if r is not None and r.frozen else None
+
     def problem(self) -> str | None:
         """What makes this ownership malformed, or None."""
         if not _is_int(self.group) or self.group < 0:
@@ -127,7 +135,8 @@ class Ownership:
             "group": self.group,
             "epoch": {"version": self.version, "conf_ver": self.conf_ver},
             "ranges": [
-                {"start": format_point(r.start), "end": format_point(r.end), "version": r.version}
+                {"start": format_point(r.start), "end": format_point(r.end), "version": r.version,
+                 **({"frozen": True} if r.frozen else {})}
                 for r in self.ranges
             ],
         }
@@ -144,9 +153,15 @@ class Ownership:
             raise ValueError("ownership ranges must be a list")  # noqa: TRY004 - one error type
         parsed = []
         for r in ranges:
-            if not isinstance(r, Mapping) or set(r) != {"start", "end", "version"}:
-                raise ValueError("an owned range is an object with start, end and version")
-            parsed.append(OwnedRange(parse_point(r["start"]), parse_point(r["end"]), r["version"]))
+            if not isinstance(r, Mapping) or not (
+                    {"start", "end", "version"} <= set(r) <= {"start", "end", "version", "frozen"}):
+                raise ValueError("an owned range is an object with start, end, version"
+                                 " (and frozen)")
+            frozen = r.get("frozen", False)
+            if not isinstance(frozen, bool):
+                raise ValueError("an owned range's frozen must be true or false")  # noqa: TRY004
+            parsed.append(OwnedRange(parse_point(r["start"]), parse_point(r["end"]), r["version"],
+                                     frozen))
         own = cls(d["group"], epoch["version"], epoch["conf_ver"], tuple(parsed))
         why = own.problem()
         if why:

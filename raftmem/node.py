@@ -54,6 +54,7 @@ from raftmem.errors import (
     NotFound,
     PayloadTooLarge,
     RaftmemError,
+    RangeMoving,
     Unavailable,
     ValidationError,
     from_result_error,
@@ -128,7 +129,8 @@ def remote_error(status: int, body: bytes) -> RaftmemError:
     code = str(err.get("code", "internal"))
     message = str(err.get("message", code))
     details = {k: v for k, v in err.items() if k not in ("code", "message", "definite")}
-    cls = EpochMismatch if code == "epoch_mismatch" else _ERROR_BY_STATUS.get(status, Internal)
+    cls = {"epoch_mismatch": EpochMismatch, "range_moving": RangeMoving}.get(
+        code, _ERROR_BY_STATUS.get(status, Internal))
     return cls(message, code=code, **details)
 
 

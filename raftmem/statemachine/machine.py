@@ -30,7 +30,7 @@ import apsw
 from raftmem.commands import decode
 from raftmem.errors import CorruptionError
 from raftmem.keyspace import Ownership
-from raftmem.statemachine import ops, ownership, schema, snapshot, vecindex
+from raftmem.statemachine import ops, ownership, ranges, schema, snapshot, vecindex
 from raftmem.statemachine.schema import open_writer, read_applied_index
 
 Result = dict[str, Any]
@@ -115,7 +115,8 @@ class StateMachine:
         if sink is not None:
             sink.commit()
         self._applied = index
-        if cmd["op"] == "set_ownership" and result.get("changed"):
+        if (cmd["op"] == "set_ownership" or cmd["op"] in ranges.HANDLERS) \
+                and result.get("changed"):
             self._ownership = ownership.load(conn)
         return result
 
@@ -135,7 +136,8 @@ class StateMachine:
         refused = ownership.refusal(own, cmd)
         if refused is not None:
             return refused
-        result = ops.HANDLERS[cmd["op"]](conn, cmd)
+        handler = ops.HANDLERS.get(cmd["op"]) or ranges.HANDLERS[cmd["op"]]
+        result = handler(conn, cmd)
         ts = cmd.get("ts")
         if request_id is not None and isinstance(ts, int) and not isinstance(ts, bool):
             result = ops.record_result(conn, request_id, result, ts)

@@ -100,10 +100,14 @@ def refusal(own: Ownership | None, cmd: dict[str, Any]) -> Result | None:
     ):
         return _error("invalid_request", "epoch must be a [version, conf_ver] pair of integers")
     for key in _keys(cmd):
-        why = own.refusal(hash_key(cmd["ns"], key), epoch)
+        h = hash_key(cmd["ns"], key)
+        why = own.refusal(h, epoch)
         if why:
             return _error("epoch_mismatch", f"{why} (key {key!r})", group=own.group,
                           ownership=own.to_dict())
+        if own.moving(h) is not None:
+            return _error("range_moving", f"the range of key {key!r} is moving to another "
+                          f"group; retry shortly", group=own.group)
     return None
 
 

@@ -20,6 +20,7 @@ replica runs it locally; a node that does not sends it to one that does.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -32,7 +33,7 @@ import orjson
 import structlog
 
 from raftmem.errors import EpochMismatch, ValidationError
-from raftmem.keyspace import Ownership, hash_key
+from raftmem.keyspace import Ownership, hash_key, parse_point
 from raftmem.statemachine import vecindex
 from raftmem.statemachine.ops import Namespace, load_namespace
 from raftmem.statemachine.ownership import load as load_ownership
@@ -507,6 +508,42 @@ class Reader:
         ):
             yield "request", {"request_id": rid, "ts": ts}, bytes(result)
 
+    def range_rows(self, start: int, end: int, after_rowid: int, limit: int) -> dict[str, Any]:
+        """One page of a moving range's memories, as ``range_stage`` takes them.
+
+        Scans up to ``limit`` rows in rowid order after ``after_rowid`` and keeps
+        those whose key hashes into [start, end); ``next`` is where the next page
+        starts (None at the end). A frozen range takes no writes, so its rows
+        keep their rowids while it is paged through.
+        """
+        if not _is_int(after_rowid) or not _is_int(limit) or limit < 1:
+            raise ValidationError("after_rowid and limit must be integers, limit >= 1")
+        with self.transaction():
+            rows = fetch(
+                self._conn,
+                f"SELECT {MEMORY_COLUMNS}, m.rowid, n.nid FROM memories m"
+                " JOIN namespaces n ON n.name = m.ns WHERE m.rowid > ? ORDER BY m.rowid LIMIT ?",
+                (after_rowid, limit),
+            )
+            out = []
+            names: set[str] = set()
+            for row in rows:
+                mid, ns = row[0], row[1]
+                if not start <= hash_key(ns, mid) < end:
+                    continue
+                emb = fetch(self._conn, f"SELECT embedding FROM {vec_table(row[11])}"
+                            " WHERE rowid = ?", (row[10],))[0][0]
+                out.append({"id": mid, "ns": ns, "agent_id": row[2], "text": row[3],
+                            "metadata": row[4], "tags": row[5], "version": row[6],
+                            "created_at": row[7], "updated_at": row[8], "expires_at": row[9],
+                            "embedding": base64.b64encode(bytes(emb)).decode("ascii")})
+                names.add(ns)
+            namespaces = [d for d in self.list_namespaces() if d["name"] in names]
+            own = self.ownership()
+            return {"rows": out, "namespaces": namespaces,
+                    "next": rows[-1][10] if len(rows) == limit else None,
+                    "ownership": None if own is None else own.to_dict()}
+
     def content(self) -> Records:
         """The full logical content: (kind, record, blob) with blob = embedding or result."""
         with self.transaction():
@@ -541,6 +578,7 @@ READ_OPS: dict[str, frozenset[str]] = {
     "list_namespaces": frozenset(),
     "ownership": frozenset(),
     "digest": frozenset(),
+    "range_rows": frozenset({"start", "end", "after_rowid", "limit"}),
 }
 
 
@@ -613,4 +651,7 @@ def run_read(r: Reader, spec: ReadSpec, clock: Callable[[], int] | None = None) 
         return None if own is None else own.to_dict()
     if spec.op == "digest":
         return r.digest()
+    if spec.op == "range_rows":
+        return r.range_rows(parse_point(a["start"]), parse_point(a["end"]), a["after_rowid"],
+                            a["limit"])
     raise ValidationError(f"unknown read op {spec.op!r}")

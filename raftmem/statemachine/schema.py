@@ -28,7 +28,8 @@ from raftmem.errors import CorruptionError
 
 # 2: the ownership table (older code must not open a database whose writes it
 # would no longer check).
-SCHEMA_VERSION = 2
+# 3: range moves (staged tables; frozen ranges in the ownership record).
+SCHEMA_VERSION = 3
 
 # A snapshot copy carries its opaque meta blob in this table; it never lives
 # in a replica's own database (dropped on open and after an install).
@@ -80,6 +81,17 @@ CREATE TABLE IF NOT EXISTS requests(
     ts         INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
+CREATE TABLE IF NOT EXISTS staged(
+    move TEXT NOT NULL,
+    ns   TEXT NOT NULL,
+    id   TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY(move, ns, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staged_namespaces(
+    move TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ownership(
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     body TEXT NOT NULL
