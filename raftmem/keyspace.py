@@ -167,3 +167,25 @@ class Ownership:
         if why:
             raise ValueError(why)
         return own
+
+
+def covers_ring_once(records: Sequence[Mapping[str, Any] | None]) -> bool:
+    """Do these ownership records (as dicts; one per group read) cover every point
+    of the ring exactly once? A missing record (a database that checks nothing)
+    makes the answer yes: there is nothing to check."""
+    spans: list[tuple[int, int]] = []
+    for d in records:
+        if d is None:
+            return True
+        try:
+            own = Ownership.from_dict(d)
+        except ValueError:
+            return False
+        spans.extend((r.start, r.end) for r in own.ranges)
+    spans.sort()
+    at = 0
+    for start, end in spans:
+        if start != at:
+            return False
+        at = end
+    return at == RING_SIZE

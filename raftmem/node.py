@@ -59,7 +59,7 @@ from raftmem.errors import (
     ValidationError,
     from_result_error,
 )
-from raftmem.keyspace import Ownership, format_point
+from raftmem.keyspace import Ownership, covers_ring_once, format_point
 from raftmem.pd import PD_GROUP, PlacementDriver, pd_members
 from raftmem.placement import pdstate
 from raftmem.placement.pdstate import PDState
@@ -79,6 +79,10 @@ CATALOG_GROUP = 0  # the group whose log decides namespace definitions
 # How often one request refreshes the routing table and routes again after a
 # group answered epoch_mismatch, before the client sees it (definite, 503).
 EPOCH_RETRIES = 8
+
+# How long a write waits for a move of its key's range (frozen: writes refused,
+# definite) before the client sees range_moving (503, definite).
+RANGE_MOVE_WAIT_S = 30.0
 
 # Node-to-node requests (forwarding to a group this node does not host) carry
 # this header: hex HMAC-SHA256 of the cluster secret over INTERNAL_CONTEXT.
@@ -169,6 +173,9 @@ class _Served:
     replica: str  # the node whose replica served it
     staleness_ms: int
     lag: int  # commit index - applied, on that replica
+    # The group's ownership record in the state read (None: it checks none).
+    # A scatter read checks that its parts' records cover the ring once.
+    ownership: dict[str, Any] | None = None
 
 
 class _Barrier:
@@ -235,6 +242,7 @@ class Node:
         self._namespaces: dict[str, dict[str, Any]] = {}
         self._refresh_lock = asyncio.Lock()
         self.routing_refreshes = 0
+        self.scatter_retries = 0  # scatter reads done again: a range was moving
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
         self.read_index_fallbacks = 0
@@ -531,7 +539,8 @@ class Node:
                     ans = orjson.loads(raw)
                     self._forward_to[group] = node_id
                     return _Served(ans["result"], int(ans["applied_index"]), str(ans["replica"]),
-                                   int(ans["staleness_ms"]), int(ans["lag"]))
+                                   int(ans["staleness_ms"]), int(ans["lag"]),
+                                   ans.get("ownership"))
                 err = remote_error(status, raw)
                 if status in _NODE_REFUSALS:
                     unreached = True
@@ -595,7 +604,7 @@ class Node:
         served = await self._serve_read(group, tier, need, staleness, spec)
         return {"result": served.result, "applied_index": served.applied,
                 "replica": served.replica, "staleness_ms": served.staleness_ms,
-                "lag": served.lag, "tier": tier}
+                "lag": served.lag, "tier": tier, "ownership": served.ownership}
 
     async def _write(self, group: int, cmd: dict[str, Any]) -> dict[str, Any]:
         meta = _meta()
@@ -700,16 +709,21 @@ class Node:
     async def _query(
         self, group: int, opts: ReadOptions, spec: ReadSpec, tier: str | None = None
     ) -> Any:
-        """Serve ``spec`` on a replica of ``group`` as the tier demands (readpolicy).
-
-        This node's replica when it hosts one, else a node that does (the same
-        rules, there); either way the response metadata (session token, tier,
-        and for eventual reads replica, applied index, staleness, lag) says
-        what was read.
-        """
+        """Serve ``spec`` on a replica of ``group`` (:meth:`_query_served`); its result."""
         tier = tier or opts.consistency or self.spec.consistency["default"]
-        meta = _meta()
-        token = session.decode(meta.get("session_in") or opts.session)
+        token = session.decode(_meta().get("session_in") or opts.session)
+        return self._served(group, tier, token, await self._query_served(group, opts, spec, tier))
+
+    async def _query_served(
+        self, group: int, opts: ReadOptions, spec: ReadSpec, tier: str
+    ) -> _Served:
+        """Serve ``spec`` on a replica of ``group`` as the tier demands (readpolicy):
+        this node's replica when it hosts one, else a node that does (the same
+        rules, there). :meth:`_served` then records in the response metadata
+        (session token, tier, and for eventual reads replica, applied index,
+        staleness, lag) what was read.
+        """
+        token = session.decode(_meta().get("session_in") or opts.session)
         need = token.get(group, 0)
         if self.opts.unsafe_session_ignore_token and tier == "session":
             need = 0
@@ -721,7 +735,7 @@ class Node:
                 pass  # moved away meanwhile: read where it is now
         if served is None:
             served = await self._read_remote(group, tier, need, opts.max_staleness_ms, spec)
-        return self._served(group, tier, token, served)
+        return served
 
     def _served(self, group: int, tier: str, token: dict[int, int], served: _Served) -> Any:
         """Record a served read in the response metadata; its result."""
@@ -743,10 +757,10 @@ class Node:
         """Run ``spec`` on this node's replica of ``group`` once ``tier`` allows it."""
         view = await self._await_tier(group, tier, need, max_staleness_ms)
         loop = asyncio.get_running_loop()
-        result, applied = await loop.run_in_executor(self._executor, self._read_now, group, spec)
-        return self._local_served(group, view, result, applied)
+        got = await loop.run_in_executor(self._executor, self._read_now, group, spec)
+        return self._local_served(group, view, *got)
 
-    def _read_now(self, group: int, spec: ReadSpec) -> tuple[Any, int]:
+    def _read_now(self, group: int, spec: ReadSpec) -> tuple[Any, int, dict[str, Any] | None]:
         """On a read thread: ``spec`` on the local replica, and the applied index of the
         very snapshot it read (a token taken before the read could be one entry short
         of what it returned, and the session's next read elsewhere could see less —
@@ -755,12 +769,15 @@ class Node:
             raise NotHosted(f"group {group} is not hosted here")
         r = self._reader(group)
         with r.transaction():
-            return run_read(r, spec, now_ms), r.applied_index()
+            own = r.ownership()
+            return (run_read(r, spec, now_ms), r.applied_index(),
+                    None if own is None else own.to_dict())
 
-    def _local_served(self, group: int, view: ReplicaView, result: Any, applied: int) -> _Served:
+    def _local_served(self, group: int, view: ReplicaView, result: Any, applied: int,
+                      ownership: dict[str, Any] | None = None) -> _Served:
         st = self.host.status().get(group) or {"commit_index": applied}
         return _Served(result, applied, self.node_id, view.staleness_ms,
-                       max(0, st["commit_index"] - applied))
+                       max(0, st["commit_index"] - applied), ownership)
 
     async def _await_tier(
         self, group: int, tier: str, need: int, max_staleness_ms: int | None
@@ -814,14 +831,37 @@ class Node:
         return result
 
     async def _scatter(self, opts: ReadOptions, spec: ReadSpec, tier: str | None = None) -> list[Any]:
-        """``spec`` on every group. The groups this node hosts wait for their tier
-        together and are then read in one job on one read thread (one hand-off
+        """``spec`` on every group, once the parts read cover the ring exactly once.
+
+        While a range moves between groups it is, for a moment, owned by none
+        (after its old group released it, before its new one activated it); a
+        scatter read that met that moment, or one that read the old group
+        before and the new one after, would miss or repeat its memories. The
+        ownership records of the states read tell: such a read is done again
+        (docs/placement.md, "Range moves")."""
+        tier = tier or opts.consistency or self.spec.consistency["default"]
+        token = session.decode(_meta().get("session_in") or opts.session)
+        deadline = time.monotonic() + RANGE_MOVE_WAIT_S
+        attempt = 0
+        while True:
+            groups = list(self.table.groups)
+            parts = await self._scatter_served(opts, spec, tier, groups)
+            if covers_ring_once([p.ownership for p in parts]) or time.monotonic() > deadline:
+                break
+            attempt += 1
+            self.scatter_retries += 1
+            await self._refresh_table(self.table, [p.ownership for p in parts], attempt)
+        return [self._served(g, tier, token, p) for g, p in zip(groups, parts, strict=True)]
+
+    async def _scatter_served(self, opts: ReadOptions, spec: ReadSpec, tier: str,
+                              groups: list[int]) -> list[_Served]:
+        """``spec`` on each of ``groups``. The groups this node hosts wait for their
+        tier together and are then read in one job on one read thread (one hand-off
         instead of one per group); the others are read where they are."""
-        groups = list(self.table.groups)
         local = [g for g in groups if self.hosts(g)]
         if len(local) < 2:
-            return list(await asyncio.gather(*(self._query(g, opts, spec, tier) for g in groups)))
-        tier = tier or opts.consistency or self.spec.consistency["default"]
+            return list(await asyncio.gather(
+                *(self._query_served(g, opts, spec, tier) for g in groups)))
         token = session.decode(_meta().get("session_in") or opts.session)
         ignore = self.opts.unsafe_session_ignore_token and tier == "session"
 
@@ -833,12 +873,12 @@ class Node:
                 return None  # moved away meanwhile: read where it is now
 
         remote = [g for g in groups if g not in local]
-        remote_parts = asyncio.gather(*(self._query(g, opts, spec, tier) for g in remote))
+        remote_parts = asyncio.gather(*(self._query_served(g, opts, spec, tier) for g in remote))
         views = await asyncio.gather(*(ready(g) for g in local))
         ready_groups = [(g, v) for g, v in zip(local, views, strict=True) if v is not None]
 
-        def read_all() -> list[tuple[Any, int] | None]:
-            out: list[tuple[Any, int] | None] = []
+        def read_all() -> list[tuple[Any, int, dict[str, Any] | None] | None]:
+            out: list[tuple[Any, int, dict[str, Any] | None] | None] = []
             for g, _ in ready_groups:
                 try:
                     out.append(self._read_now(g, spec))
@@ -848,13 +888,13 @@ class Node:
 
         loop = asyncio.get_running_loop()
         read = await loop.run_in_executor(self._executor, read_all)
-        results: dict[int, Any] = {}
+        results: dict[int, _Served] = {}
         for (g, view), got in zip(ready_groups, read, strict=True):
             if got is not None:
-                results[g] = self._served(g, tier, token, self._local_served(g, view, *got))
+                results[g] = self._local_served(g, view, *got)
         late = [g for g in local if g not in results]
         for g, res in zip(remote + late, [*await remote_parts, *await asyncio.gather(
-                *(self._query(g, opts, spec, tier) for g in late))], strict=True):
+                *(self._query_served(g, opts, spec, tier) for g in late))], strict=True):
             results[g] = res
         return [results[g] for g in groups]
 
@@ -907,15 +947,28 @@ class Node:
             )
 
     async def _write_ns(self, ns: str, group: int, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Write to ``group``; if the group lacks a namespace the catalog has, install it and retry."""
-        try:
-            return await self._write(group, build())
-        except NotFound as e:
-            if e.code != "namespace_not_found":
-                raise
-            d = await self._namespace(ns)
-            await self._install_namespace(group, d)
-            return await self._write(group, build())
+        """Write to ``group``; if the group lacks a namespace the catalog has, install it and
+        retry; while the key's range is moving (frozen), wait for the move and retry."""
+        deadline = time.monotonic() + RANGE_MOVE_WAIT_S
+        attempt = 0
+        while True:
+            try:
+                try:
+                    return await self._write(group, build())
+                except NotFound as e:
+                    if e.code != "namespace_not_found":
+                        raise
+                    d = await self._namespace(ns)
+                    await self._install_namespace(group, d)
+                    return await self._write(group, build())
+            except RangeMoving:
+                # Nothing was written (nor recorded under the request id). The
+                # move ends with the range released here (epoch_mismatch: the
+                # caller routes again) or thawed.
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(min(0.01 * 2**attempt, 0.25))
 
     # -- routing: epoch mismatches refresh the table -----------------------
 

@@ -177,3 +177,27 @@ def test_replicas_replaying_the_move_agree(groups: Any, tmp_path: Path) -> None:
         assert r1.digest() == r2.digest()
         assert r1.ownership() == r2.ownership()
     twin.close()
+
+
+def test_scatter_reads_know_a_moving_range_from_the_records_they_read(groups: Any) -> None:
+    """covers_ring_once: the parts of a scatter read must own the ring exactly once."""
+    from raftmem.keyspace import covers_ring_once
+
+    a, b, la, lb = groups
+
+    def records() -> list[Any]:
+        return [sm.ownership.to_dict() for sm in (a, b)]
+
+    assert covers_ring_once(records())
+    la(C.range_freeze(START, END, MOVE))
+    assert covers_ring_once(records())  # frozen: still A's
+    stage_all(a, lb)
+    before = records()
+    la(C.range_release(START, END, MOVE, 2))
+    assert not covers_ring_once(records())  # owned by nobody
+    lb(C.range_activate(START, END, MOVE, 2))
+    after = records()
+    assert covers_ring_once(after)
+    # A read of A before the release and of B after the activation: twice.
+    assert not covers_ring_once([before[0], after[1]])
+    assert covers_ring_once([None, after[1]])  # a database that checks nothing
