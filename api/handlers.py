@@ -210,6 +210,17 @@ async def list_ranges(call: Call) -> Reply:
     return Reply(200, await call.service.ranges())
 
 
+class RangeService(Protocol):
+    async def move_range(self, start: str, end: str, to_group: int) -> dict[str, Any]:
+        ...
+
+
+async def move_range(call: Call) -> Reply:
+    body = call.body
+    service = cast(RangeService, call.service)
+    return Reply(200, await service.move_range(body["start"], body["end"], body["to_group"]))
+
+
 class PlacementService(Protocol):
     """What the placement admin routes need from the service (``raftmem.node.Node``);
     every call is answered by the placement driver's leader."""

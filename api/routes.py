@@ -218,6 +218,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "from the owning group's own record as this node's replica has applied it.",
     ),
     Operation(
+        "POST", "/admin/ranges/move", "moveRange",
+        "Move a range of the ring to another group (or finish such a move).",
+        handlers.move_range, tag="admin",
+        body=s.ref("MoveRangeRequest"),
+        responses={200: Response("What the move did, step by step.", s.ref("MoveRangeReport"))},
+        errors=(400, 409, 503, 504),
+        description="The range must lie within one range of its owning group. Writes to it "
+        "wait while it is frozen and copied; between the old group's release and the new "
+        "group's activation (two commits) no group serves it, and requests are routed "
+        "again. Every step is idempotent: after a failure, the same request finishes the "
+        "move. One move at a time.",
+    ),
+    Operation(
         "POST", "/admin/rebalance", "rebalance",
         "Run one placement pass now (operators started), or with dry_run only show the plan.",
         handlers.rebalance, tag="admin",

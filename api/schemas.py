@@ -337,6 +337,10 @@ RANGE_INFO: Schema = {
             "description": "The group's record (as this node's replica applied it) owns the "
             "whole range.",
         },
+        "frozen": {
+            "type": "boolean",
+            "description": "The range is moving to another group: writes to it wait.",
+        },
     },
 }
 RANGES: Schema = {
@@ -498,6 +502,33 @@ ADD_NODE_REQUEST: Schema = {
         "raft": {**ref("Address"), "description": "The node's Raft address."},
     },
 }
+MOVE_RANGE_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["start", "end", "to_group"],
+    "properties": {
+        "start": ref("RingPoint"),
+        "end": ref("RingPoint"),
+        "to_group": {"type": "integer", "minimum": 0,
+                     "description": "The group that is to own the range."},
+    },
+}
+MOVE_RANGE_REPORT: Schema = {
+    "type": "object",
+    "required": ["move", "start", "end", "target", "source", "steps"],
+    "properties": {
+        "move": {"type": "string", "description": "The move's id (range and target)."},
+        "start": ref("RingPoint"),
+        "end": ref("RingPoint"),
+        "target": {"type": "integer"},
+        "source": {"type": ["integer", "null"],
+                   "description": "The group that owned the range (null: released already, "
+                   "or the target owned it)."},
+        "version": {"type": "integer", "description": "The new table version of the range."},
+        "seconds": {"type": "number"},
+        "steps": {"type": "array", "items": {"type": "object"}},
+    },
+}
 REGISTERED_NODE: Schema = {
     "type": "object",
     "required": ["id", "api", "raft", "state"],
@@ -562,6 +593,8 @@ COMPONENTS: dict[str, Schema] = {
     "NodeId": NODE_ID,
     "Address": ADDRESS,
     "AddNodeRequest": ADD_NODE_REQUEST,
+    "MoveRangeRequest": MOVE_RANGE_REQUEST,
+    "MoveRangeReport": MOVE_RANGE_REPORT,
     "RegisteredNode": REGISTERED_NODE,
     "NodeChange": NODE_CHANGE,
 }

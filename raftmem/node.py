@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 import structlog
 
-from raftmem import commands, session
+from raftmem import commands, rangemove, session
 from raftmem.config import ClusterSpec, NodeOptions, NodeSpec, parse_addr
 from raftmem.errors import (
     CommitTimeout,
@@ -59,7 +59,7 @@ from raftmem.errors import (
     ValidationError,
     from_result_error,
 )
-from raftmem.keyspace import Ownership, covers_ring_once, format_point
+from raftmem.keyspace import Ownership, covers_ring_once, format_point, parse_point
 from raftmem.pd import PD_GROUP, PlacementDriver, pd_members
 from raftmem.placement import pdstate
 from raftmem.placement.pdstate import PDState
@@ -243,6 +243,7 @@ class Node:
         self._refresh_lock = asyncio.Lock()
         self.routing_refreshes = 0
         self.scatter_retries = 0  # scatter reads done again: a range was moving
+        self._move_lock = asyncio.Lock()  # one range move driven from this node at a time
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
         self.read_index_fallbacks = 0
@@ -1288,6 +1289,7 @@ class Node:
                 "group_epoch": None if own is None
                 else {"version": own.version, "conf_ver": own.conf_ver},
                 "confirmed": claim is not None and claim.end >= r.end,
+                "frozen": claim is not None and claim.frozen,
             })
         return {
             "node": self.node_id,
@@ -1295,6 +1297,15 @@ class Node:
             "ranges": out,
             "routing_refreshes": self.routing_refreshes,
         }
+
+    async def move_range(self, start: str, end: str, to_group: int) -> dict[str, Any]:
+        """``POST /admin/ranges/move`` (raftmem/rangemove.py)."""
+        try:
+            a, b = parse_point(start), parse_point(end)
+        except ValueError as e:
+            raise ValidationError(str(e), field="start") from None
+        async with self._move_lock:
+            return await rangemove.move_range(self, a, b, to_group)
 
     async def _at_pd_leader(self, action: str, body: dict[str, Any]) -> Any:
         """Run a placement action on the PD's leader (here, or forwarded there)."""
