@@ -624,10 +624,38 @@ def admin_ranges(node_addr: str, timeout: float, as_json: bool) -> None:
     click.echo(f"routing epoch v{epoch['version']}/c{epoch['conf_ver']} on {body['node']}"
                f" ({body['routing_refreshes']} refreshes)")
     rows = [[r["start"], r["end"], r["group"], r["range_version"], r["leader"],
-             " ".join(r["replicas"]), "yes" if r["confirmed"] else "NO"]
+             " ".join(r["replicas"]), "yes" if r["confirmed"] else "NO",
+             "moving" if r.get("frozen") else ""]
             for r in body["ranges"]]
     click.echo(format_table(["START", "END", "GROUP", "VERSION", "LEADER", "REPLICAS",
-                             "CONFIRMED"], rows))
+                             "CONFIRMED", "STATE"], rows))
+
+
+@admin.command("move-range")
+@click.option("--start", required=True, help="First point of the range (16 hex digits).")
+@click.option("--end", required=True, help="End of the range, exclusive (16 hex digits or 'end').")
+@click.option("--to", "to_group", type=int, required=True, help="The group to own it.")
+@_json_option
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for the move (it copies the range's memories).")
+@_node_option
+def admin_move_range(start: str, end: str, to_group: int, as_json: bool, timeout: float,
+                     node_addr: str) -> None:
+    """Move a range of the ring to another group, or finish a move that stopped.
+
+    Writes to the range wait while it is copied; the same command again after a
+    failure finishes the move (every step is idempotent).
+    """
+    body = _client(node_addr, timeout).call(
+        "POST", "/admin/ranges/move", {"start": start, "end": end, "to_group": to_group})
+    if as_json:
+        _echo_json(body)
+        return
+    click.echo(f"move {body['move']}: group {body['source']} -> {body['target']}")
+    click.echo(format_table(["STEP", "AT (s)", "DETAILS"], [
+        [st["step"], st["seconds"],
+         " ".join(f"{k}={v}" for k, v in st.items() if k not in ("step", "seconds"))]
+        for st in body["steps"]]))
 
 
 # --- operators and rebalancing ----------------------------------------------------------

@@ -455,6 +455,17 @@ class FakeMemoryService:
             "routing_refreshes": 0,
         }
 
+    async def move_range(self, start: str, end: str, to_group: int) -> dict[str, Any]:
+        self._enter("move_range", start, end, to_group)
+        steps = [{"step": "freeze", "seconds": 0.01, "group": 0},
+                 {"step": "stage", "seconds": 0.02, "group": to_group, "memories": 3},
+                 {"step": "release", "seconds": 0.03, "group": 0, "version": 2, "deleted": 3},
+                 {"step": "activate", "seconds": 0.04, "group": to_group, "version": 2,
+                  "activated": 3},
+                 {"step": "done", "seconds": 0.05}]
+        return {"move": f"{start}-{end}-to-{to_group}", "start": start, "end": end,
+                "target": to_group, "source": 0, "version": 2, "seconds": 0.05, "steps": steps}
+
     # The drawn cluster the fake's planner answers for.
     VIEW = """
         nodes: n1 up, n2 up, n3 up, n4 up

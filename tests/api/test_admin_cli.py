@@ -80,10 +80,27 @@ def test_ranges_table_and_json(server: tuple[str, FakeMemoryService]) -> None:
     lines = res.output.splitlines()
     assert lines[0].startswith("routing epoch v1/c1")
     assert lines[1].split() == ["START", "END", "GROUP", "VERSION", "LEADER", "REPLICAS",
-                                "CONFIRMED"]
+                                "CONFIRMED", "STATE"]
     assert lines[2].split() == ["0000000000000000", "end", "0", "1", "fake-1", "fake-1", "yes"]
     res = run(["ranges", "--node", f"http://{addr}", "--json"])
     assert res.exit_code == 0 and orjson.loads(res.output)["ranges"][0]["group"] == 0
+
+
+def test_move_range_prints_each_step(server: tuple[str, FakeMemoryService]) -> None:
+    addr, fake = server
+    res = run(["move-range", "--start", "0000000000000000", "--end", "4000000000000000",
+               "--to", "1", "--node", addr])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == ("move 0000000000000000-4000000000000000-to-1: "
+                                          "group 0 -> 1")
+    steps = [line.split()[0] for line in res.output.splitlines()[2:]]
+    assert steps == ["freeze", "stage", "release", "activate", "done"]
+    assert fake.calls[-1] == ("move_range", ("0000000000000000", "4000000000000000", 1))
+    # The API checks the request: a point that is not one is refused before the service.
+    res = CliRunner().invoke(main, ["admin", "move-range", "--start", "xyz", "--end", "end",
+                                    "--to", "1", "--node", addr],
+                             env={"RAFTMEM_ADMIN_TOKEN": TOKEN})
+    assert res.exit_code != 0 and "HTTP 400" in res.output
 
 
 def test_rebalance_dry_run_lists_operators_and_reasons(
