@@ -404,6 +404,19 @@ class Cluster:
             return None
         return {int(g): v for g, v in groups.items() if isinstance(v, dict)}
 
+    async def ranges(self) -> list[dict[str, Any]] | None:
+        """``GET /admin/ranges`` of a running node: its routing table's ranges."""
+        reply = await self._ask("GET", "/admin/ranges")
+        body = reply.body if reply.ok and isinstance(reply.body, dict) else None
+        ranges = body.get("ranges") if body is not None else None
+        return ranges if isinstance(ranges, list) else None
+
+    async def move_range(self, start: str, end: str, to_group: int) -> Reply:
+        """``POST /admin/ranges/move``: a range of the ring to another group."""
+        return await self._ask("POST", "/admin/ranges/move",
+                               {"start": start, "end": end, "to_group": to_group},
+                               timeout_s=60.0)
+
     async def transfer(self, group: int, leader: str, target: str) -> Reply:
         """Ask `leader` (a registry id) to hand leadership of `group` to voter `target`."""
         assert self.api is not None

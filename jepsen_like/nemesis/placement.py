@@ -39,6 +39,10 @@ the internal API (``POST /internal/placement/transfer`` at the group's leader,
       is asked to hand leadership to another voter (drawn); the nemesis
       deadline-polls until that voter leads, and reports the answer
       (``started``/``reason``) and where leadership went;
+    * **move range**: half of a random range of the routing table (``GET
+      /admin/ranges``) moves to another data group (``POST
+      /admin/ranges/move``: freeze, copy, release, activate); the nemesis
+      reports the steps and how long writes to it waited (the freeze);
     * **drain + re-register**: ``DELETE /admin/nodes/{id}`` of a random node;
       the heal deadline-polls until its replicas are gone, registers it again
       (``POST /admin/nodes`` with the same id and addresses; its process keeps
@@ -110,6 +114,10 @@ class PlacementControl(Protocol):
     async def leader_of(self, group: int) -> str | None: ...  # a registry id
 
     async def transfer(self, group: int, leader: str, target: str) -> Reply: ...
+
+    async def ranges(self) -> list[dict[str, Any]] | None: ...  # GET /admin/ranges
+
+    async def move_range(self, start: str, end: str, to_group: int) -> Reply: ...
 
 
 def node_state(registry: dict[str, dict[str, Any]] | None, rid: str) -> str:
@@ -466,7 +474,69 @@ class RebalanceNemesis(_Placement):
                 return {"action": "none", "outcome": f"only {len(up)} nodes up: no drain"}
             holding = [s for s in up if node_groups(reg, self.control.rid(s))]
             return await self.drain_start((holding or up)[0], reg)
+        if params.get("action") == "move_range":
+            return await self.move_range(params)
         return await self.transfer(params, order)
+
+    async def move_range(self, params: dict[str, Any]) -> dict[str, Any]:
+        c = self.control
+        ranges = await c.ranges()
+        groups = sorted({int(r["group"]) for r in ranges or []})
+        if not ranges or len(groups) < 2:
+            self.counts["skipped"] += 1
+            return {"action": "move_range", "outcome": "skipped: fewer than 2 data groups"}
+        pick = int(params.get("pick", 0))
+        r = ranges[pick % len(ranges)]
+        start = int(r["start"], 16)
+        end = (1 << 64) if r["end"] == "end" else int(r["end"], 16)
+        if end - start < 2:
+            self.counts["skipped"] += 1
+            return {"action": "move_range", "outcome": "skipped: a range of one point"}
+        half = (start + (end - start) // 2, end) if pick & 1 else (start, start + (end - start) // 2)
+        others = [g for g in groups if g != r["group"]]
+        to = others[(pick >> 1) % len(others)]
+        span = [f"{p:016x}" if p < (1 << 64) else "end" for p in half]
+        info: dict[str, Any] = {"action": "move_range", "from": r["group"], "to": to,
+                                "start": span[0], "end": span[1]}
+        began = time.monotonic()
+        reply = await c.move_range(span[0], span[1], to)
+        info["seconds"] = round(time.monotonic() - began, 3)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        if reply.ok:
+            info["steps"] = [(st.get("step"), st.get("seconds")) for st in body.get("steps", [])]
+            moved = [st for st in body.get("steps", []) if st.get("step") == "activate"]
+            info["memories"] = moved[0].get("activated") if moved else 0
+            info["outcome"] = f"g{r['group']} -> g{to}"
+            self.counts["range_moves"] += 1
+            self.unfinished_move = None
+        else:
+            # A move cut short by a fault (a node down, a timeout): the heal asks
+            # for it again, which finishes it (every step is idempotent), so no
+            # range stays frozen past the fault.
+            info["answer"] = _reply(reply)
+            info["outcome"] = f"not done: {reply.describe()}"
+            self.counts["range_moves_not_done"] += 1
+            self.unfinished_move = (span[0], span[1], to)
+        return info
+
+    async def finish_move(self) -> dict[str, Any]:
+        assert self.unfinished_move is not None
+        start, end, to = self.unfinished_move
+        info: dict[str, Any] = {"start": start, "end": end, "to": to}
+
+        async def done() -> bool:
+            reply = await self.control.move_range(start, end, to)
+            info["answer"] = _reply(reply)
+            return reply.ok
+
+        ok, took = await self.poll(done)
+        info["outcome"] = f"finished after {took:g}s" if ok else "not finished"
+        if ok:
+            self.unfinished_move = None
+            self.counts["range_moves_finished_at_heal"] += 1
+        else:
+            self.fail(f"move of [{start}, {end}) to g{to} not finished: {info['answer']}")
+        return info
 
     async def transfer(self, params: dict[str, Any], order: list[str]) -> dict[str, Any]:
         c = self.control
@@ -513,7 +583,12 @@ class RebalanceNemesis(_Placement):
             self.counts["transfer_timeouts"] += 1
         return info
 
+    unfinished_move: tuple[str, str, int] | None = None
+
     async def heal(self) -> dict[str, Any]:
+        if self.unfinished_move is not None:
+            return {"action": "finish_move", **await self.finish_move(),
+                    "registry": await self.states()}
         if self.pending is None:
             return {"action": "none", "registry": await self.states()}
         c = self.control

@@ -20,7 +20,7 @@ from typing import Any
 
 PARTITION_MODES = ("halves", "isolate", "leader", "ring", "bridge")
 PROCESS_TARGETS = ("random", "leader")
-REBALANCE_ACTIONS = ("transfer", "drain")
+REBALANCE_ACTIONS = ("transfer", "drain", "move_range")
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,11 @@ class FakePlacement:
         self.requests: dict[str, int] = {}
         self.leaders = {0: "n1", 1: "n2", 2: "n3", 3: "n1", PD: "n2"}
         self.log: list[tuple[Any, ...]] = []
+        # Two data groups halving the ring; moves that fail this many times first.
+        self.ranges_: list[dict[str, Any]] = [
+            {"start": "0000000000000000", "end": "8000000000000000", "group": 0},
+            {"start": "8000000000000000", "end": "end", "group": 1}]
+        self.move_failures = 0
 
     # -- the promises, checked as the nemeses act --------------------------
 
@@ -169,6 +174,19 @@ class FakePlacement:
         if self.transfer_mode == "moves":
             self.leaders[group] = target
         return Reply(200, {"started": True, "reason": None})
+
+
+    async def ranges(self) -> list[dict[str, Any]] | None:
+        return [dict(r) for r in self.ranges_]
+
+    async def move_range(self, start: str, end: str, to_group: int) -> Reply:
+        self.log.append(("move_range", start, end, to_group))
+        if self.move_failures:
+            self.move_failures -= 1
+            return Reply(504, {"error": {"code": "commit_timeout", "definite": False}})
+        return Reply(200, {"steps": [{"step": "freeze", "seconds": 0.0},
+                                     {"step": "activate", "seconds": 0.1, "activated": 7},
+                                     {"step": "done", "seconds": 0.1}]})
 
 
 def run(coro: Any) -> Any:
@@ -365,6 +383,36 @@ def test_a_re_registration_refused_with_http_200_is_counted_and_sent_again() -> 
     assert [e for e in c.log if e[0] == "register"] == [("register", "n2")] * 2
 
 
+def test_a_range_move_takes_half_a_range_to_another_group() -> None:
+    c = FakePlacement()
+    n = rebalance(c)
+    run(n.setup())
+    # pick 3: the second range (odd: its upper half), to the only other group.
+    info = run(n.inject({"action": "move_range", "pick": 3, "order": SLOTS}))
+    assert (info["from"], info["to"], info["start"], info["end"]) == (
+        1, 0, "c000000000000000", "end")
+    assert info["memories"] == 7 and info["outcome"] == "g1 -> g0"
+    info = run(n.inject({"action": "move_range", "pick": 0, "order": SLOTS}))
+    assert (info["start"], info["end"], info["to"]) == ("0000000000000000", "4000000000000000", 1)
+    assert n.summary()["range_moves"] == 2
+
+
+def test_a_range_move_cut_short_is_finished_at_the_heal() -> None:
+    c = FakePlacement()
+    c.move_failures = 2  # the inject's request and the heal's first one fail
+    n = rebalance(c)
+    run(n.setup())
+    info = run(n.inject({"action": "move_range", "pick": 0, "order": SLOTS}))
+    assert info["outcome"].startswith("not done")
+    heal = run(n.heal())
+    assert heal["action"] == "finish_move" and heal["outcome"].startswith("finished")
+    moves = [e for e in c.log if e[0] == "move_range"]
+    assert moves == [("move_range", "0000000000000000", "4000000000000000", 1)] * 3
+    summary = n.summary()
+    assert summary["range_moves_not_done"] == 1 and summary["range_moves_finished_at_heal"] == 1
+    assert run(n.heal())["action"] == "none"
+
+
 def test_rebalance_heal_without_a_pending_drain_reports_the_registry() -> None:
     c = FakePlacement()
     n = rebalance(c)
@@ -378,7 +426,7 @@ def test_rebalance_heal_without_a_pending_drain_reports_the_registry() -> None:
 
 def test_rebalance_faults_draw_transfers_and_drains() -> None:
     faults = make_schedule(9, ["rebalance"], 600, SLOTS, 4)
-    assert {f.params["action"] for f in faults} == {"transfer", "drain"}
+    assert {f.params["action"] for f in faults} == {"transfer", "drain", "move_range"}
     assert all(sorted(f.params["order"]) == SLOTS for f in faults)
     again = make_schedule(9, ["rebalance"], 600, SLOTS, 4)
     assert faults == again

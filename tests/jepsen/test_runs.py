@@ -156,7 +156,8 @@ def test_membership_run_nodes_join_drain_and_come_back_linearizably(tmp_path: Pa
 
 
 def test_rebalance_run_leaders_and_replicas_move_linearizably(tmp_path: Path) -> None:
-    # seed 6: two leadership transfers, then a drain of n4 that is re-registered
+    # seed 6: a leadership transfer, two range moves between groups, then drains
+    # that are re-registered (as many as the 30 s allow)
     results = _placement_run(tmp_path, "rebalance", 6)
     setup = results["nemesis"]["setup"]["rebalance"]
     assert setup["joined"][0]["outcome"] == "up" and setup["registry"]["n4"]["state"] == "up"
@@ -164,3 +165,4 @@ def test_rebalance_run_leaders_and_replicas_move_linearizably(tmp_path: Path) ->
     attempted = summary.get("transfers", 0) + summary.get("transfer_timeouts", 0)
     assert attempted + summary.get("transfers_not_started", 0) >= 1, summary
     assert summary.get("drains_started", 0) >= 1, summary
+    assert summary.get("range_moves", 0) >= 1, summary
