@@ -58,7 +58,7 @@ REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "set_ownership": frozenset({"op", "ownership"}),
     # Range moves (raftmem/statemachine/ranges.py); bounds as format_point strings.
     "range_freeze": frozenset({"op", "start", "end", "move", "frozen"}),
-    "range_stage": frozenset({"op", "start", "end", "move", "namespaces", "rows"}),
+    "range_stage": frozenset({"op", "start", "end", "move", "namespaces", "rows", "requests"}),
     "range_release": frozenset({"op", "start", "end", "move", "version"}),
     "range_activate": frozenset({"op", "start", "end", "move", "version"}),
 }
@@ -454,10 +454,13 @@ def range_freeze(start: int, end: int, move: str, frozen: bool = True) -> dict[s
 
 
 def range_stage(start: int, end: int, move: str, namespaces: Sequence[Mapping[str, Any]],
-                rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """A chunk of a moving range's memories (embeddings packed), kept by the new owner."""
+                rows: Sequence[Mapping[str, Any]],
+                requests: Sequence[Sequence[Any]] = ()) -> dict[str, Any]:
+    """A chunk of a moving range's memories (embeddings packed) and dedup records
+    (``[request_id, result, ts, point]``), kept by the new owner."""
     return {"op": "range_stage", "start": format_point(start), "end": format_point(end),
-            "move": move, "namespaces": list(namespaces), "rows": list(rows)}
+            "move": move, "namespaces": list(namespaces), "rows": list(rows),
+            "requests": [list(r) for r in requests]}
 
 
 def range_release(start: int, end: int, move: str, version: int) -> dict[str, Any]:

@@ -47,6 +47,7 @@ LINEARIZABLE = ReadOptions(consistency="linearizable")
 # of memories (embeddings included) in one staging entry.
 PAGE_ROWS = 2000
 STAGE_BYTES = 512 * 1024
+REQUESTS_PER_STAGE = 1000  # dedup records per staging entry
 
 STEPS = ("freeze", "stage", "release", "activate", "done")
 
@@ -175,4 +176,17 @@ async def _stage(node: Node, source: int, target: int, start: int, end: int, mid
             break
         after = page["next"]
     await flush()
-    return staged
+    # The range's dedup records: a write acknowledged here and retried (same
+    # request id) after the move must be answered from its record there, not
+    # applied a second time.
+    cursor = ""
+    while True:
+        got = await node._query(source, LINEARIZABLE, ReadSpec("range_requests", {
+            "start": format_point(start), "end": format_point(end),
+            "after": cursor, "limit": REQUESTS_PER_STAGE}))
+        if got["requests"]:
+            await node._write(target, commands.range_stage(start, end, mid, [], [],
+                                                           got["requests"]))
+        if got["next"] is None:
+            return staged
+        cursor = got["next"]

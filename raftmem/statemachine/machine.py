@@ -140,7 +140,7 @@ class StateMachine:
         result = handler(conn, cmd)
         ts = cmd.get("ts")
         if request_id is not None and isinstance(ts, int) and not isinstance(ts, bool):
-            result = ops.record_result(conn, request_id, result, ts)
+            result = ops.record_result(conn, request_id, result, ts, ownership.point_of(cmd))
         return result
 
     # --- snapshots -------------------------------------------------------------

@@ -405,11 +405,16 @@ HANDLERS: dict[str, Callable[[apsw.Connection, dict[str, Any]], Result]] = {
 }
 
 
-def record_result(conn: apsw.Connection, request_id: str, result: Result, ts: int) -> Result:
-    """Store ``result`` for dedup; returns it as a retry will see it (same dict, same key order)."""
+def record_result(conn: apsw.Connection, request_id: str, result: Result, ts: int,
+                  point: str | None = None) -> Result:
+    """Store ``result`` for dedup; returns it as a retry will see it (same dict, same key order).
+
+    ``point``: the ring point (format_point) of the command's key, so that the
+    record moves with the key's range."""
     blob = orjson.dumps(result, option=orjson.OPT_SORT_KEYS)
     conn.execute(
-        "INSERT INTO requests(request_id, result, ts) VALUES (?, ?, ?)", (request_id, blob, ts)
+        "INSERT INTO requests(request_id, result, ts, point) VALUES (?, ?, ?, ?)",
+        (request_id, blob, ts, point),
     )
     recorded: Result = orjson.loads(blob)
     return recorded

@@ -35,7 +35,7 @@ from typing import Any
 import apsw
 import orjson
 
-from raftmem.keyspace import Ownership, hash_key
+from raftmem.keyspace import Ownership, format_point, hash_key
 from raftmem.statemachine.schema import canonical_json, fetch
 
 Result = dict[str, Any]
@@ -87,6 +87,16 @@ def _keys(cmd: dict[str, Any]) -> list[str]:
     else:
         return [cmd["id"]] if isinstance(cmd["id"], str) else []
     return [m["id"] for m in mems if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def point_of(cmd: dict[str, Any]) -> str | None:
+    """The ring point of a data command's (first) key, for its dedup record; None
+    for other commands. A batch part names its first item's: after a move its
+    items are split into new parts, with new request ids, anyway."""
+    if cmd["op"] not in DATA_OPS or not isinstance(cmd.get("ns"), str):
+        return None
+    keys = _keys(cmd)
+    return format_point(hash_key(cmd["ns"], keys[0])) if keys else None
 
 
 def refusal(own: Ownership | None, cmd: dict[str, Any]) -> Result | None:

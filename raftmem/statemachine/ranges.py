@@ -39,7 +39,7 @@ import orjson
 
 from raftmem.commands import unpack_vector
 from raftmem.errors import CorruptionError
-from raftmem.keyspace import OwnedRange, Ownership, hash_key, parse_point
+from raftmem.keyspace import RING_SIZE, OwnedRange, Ownership, format_point, hash_key, parse_point
 from raftmem.statemachine import ownership as own_mod
 from raftmem.statemachine.ops import (
     INDEX_SINK,
@@ -77,6 +77,13 @@ def _unchanged(own: Ownership) -> Result:
 def _with_ranges(own: Ownership, ranges: list[OwnedRange], version: int | None = None) -> Ownership:
     return Ownership(own.group, max(own.version, version or 0), own.conf_ver,
                      tuple(sorted(ranges, key=lambda r: r.start)))
+
+
+def _points_in(sql: str, start: int, end: int) -> tuple[str, tuple[str, ...]]:
+    """``sql`` + a condition on ``point`` (fixed-width hex: text order is ring order)."""
+    if end >= RING_SIZE:
+        return f"{sql} point >= ?", (format_point(start),)
+    return f"{sql} point >= ? AND point < ?", (format_point(start), format_point(end))
 
 
 def freeze(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
@@ -119,10 +126,12 @@ STAGED_KEYS = frozenset({"ns", "id", "agent_id", "text", "metadata", "tags", "ve
 def stage(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     """Keep a chunk of a moving range's memories under the move's id (not served)."""
     move, rows, namespaces = cmd["move"], cmd["rows"], cmd["namespaces"]
+    requests = cmd["requests"]
     if not isinstance(move, str) or not move:
         return invalid("move must be a non-empty string")
-    if not isinstance(rows, list) or not isinstance(namespaces, list):
-        return invalid("rows and namespaces must be lists")
+    if not isinstance(rows, list) or not isinstance(namespaces, list) \
+            or not isinstance(requests, list):
+        return invalid("rows, namespaces and requests must be lists")
     b = _bounds(cmd)
     if isinstance(b, dict):
         return b
@@ -136,6 +145,16 @@ def stage(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
             return invalid("a staged row has exactly the keys " + ", ".join(sorted(STAGED_KEYS)))
         if not start <= hash_key(row["ns"], row["id"]) < end:
             return invalid(f"memory {row['id']!r} is outside the moving range")
+    for rq in requests:
+        if not (isinstance(rq, list) and len(rq) == 4 and isinstance(rq[0], str)
+                and isinstance(rq[1], str) and isinstance(rq[2], int) and isinstance(rq[3], str)):
+            return invalid("a staged request is [request_id, result, ts, point]")
+        try:
+            inside = start <= parse_point(rq[3]) < end
+        except ValueError:
+            inside = False
+        if not inside:
+            return invalid(f"request {rq[0]!r} is outside the moving range")
     for d in namespaces:
         if not isinstance(d, dict) or set(d) != {"name", "dim", "metric", "created_at"}:
             return invalid("a namespace definition has name, dim, metric and created_at")
@@ -147,7 +166,11 @@ def stage(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     conn.executemany(
         "INSERT OR REPLACE INTO staged(move, ns, id, body) VALUES (?, ?, ?, ?)",
         [(move, r["ns"], r["id"], orjson.dumps(r)) for r in rows])
-    return {"ok": True, "staged": len(rows)}
+    conn.executemany(
+        "INSERT OR REPLACE INTO staged_requests(move, request_id, result, ts, point)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(move, rq[0], rq[1].encode(), rq[2], rq[3]) for rq in requests])
+    return {"ok": True, "staged": len(rows), "staged_requests": len(requests)}
 
 
 def release(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
@@ -180,6 +203,8 @@ def release(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
         if start <= hash_key(ns, mid) < end:
             _remove(conn, nid, mrow)
             deleted += 1
+    # The dedup records of the range's keys moved with it.
+    conn.execute(*_points_in("DELETE FROM requests WHERE", start, end))
     new = _with_ranges(own, [r for r in own.ranges if r is not holder], version)
     own_mod.store(conn, new)
     return {**_changed(new), "deleted": deleted}
@@ -233,6 +258,11 @@ def activate(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
         _insert_tags(conn, m["ns"], mrow, orjson.loads(m["tags"]))
         if sink is not None:
             sink.memory_added(nsdef.nid, mrow, emb, m["agent_id"], m["expires_at"])
+    conn.execute(
+        "INSERT OR IGNORE INTO requests(request_id, result, ts, point)"
+        " SELECT request_id, result, ts, point FROM staged_requests WHERE move = ?"
+        " ORDER BY request_id", (move,))
+    conn.execute("DELETE FROM staged_requests WHERE move = ?", (move,))
     conn.execute("DELETE FROM staged WHERE move = ?", (move,))
     conn.execute("DELETE FROM staged_namespaces WHERE move = ?", (move,))
     new = _with_ranges(own, [*own.ranges, OwnedRange(start, end, version)], version)

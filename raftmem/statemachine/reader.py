@@ -33,7 +33,7 @@ import orjson
 import structlog
 
 from raftmem.errors import EpochMismatch, ValidationError
-from raftmem.keyspace import Ownership, hash_key, parse_point
+from raftmem.keyspace import RING_SIZE, Ownership, format_point, hash_key, parse_point
 from raftmem.statemachine import vecindex
 from raftmem.statemachine.ops import Namespace, load_namespace
 from raftmem.statemachine.ownership import load as load_ownership
@@ -544,6 +544,21 @@ class Reader:
                     "next": rows[-1][10] if len(rows) == limit else None,
                     "ownership": None if own is None else own.to_dict()}
 
+    def range_requests(self, start: int, end: int, after: str, limit: int) -> dict[str, Any]:
+        """One page of a moving range's dedup records ``[request_id, result, ts, point]``,
+        by request id after ``after``; ``next`` None at the end."""
+        if not isinstance(after, str) or not _is_int(limit) or limit < 1:
+            raise ValidationError("after must be a string and limit an integer >= 1")
+        lo = format_point(start)
+        cond = "point >= ?" + ("" if end >= RING_SIZE else " AND point < ?")
+        params: Params = [lo] + ([] if end >= RING_SIZE else [format_point(end)])
+        with self.transaction():
+            rows = fetch(self._conn, f"SELECT request_id, result, ts, point FROM requests"
+                         f" WHERE {cond} AND request_id > ? ORDER BY request_id LIMIT ?",
+                         (*params, after, limit))
+        out = [[rid, bytes(result).decode(), ts, point] for rid, result, ts, point in rows]
+        return {"requests": out, "next": rows[-1][0] if len(rows) == limit else None}
+
     def content(self) -> Records:
         """The full logical content: (kind, record, blob) with blob = embedding or result."""
         with self.transaction():
@@ -579,6 +594,7 @@ READ_OPS: dict[str, frozenset[str]] = {
     "ownership": frozenset(),
     "digest": frozenset(),
     "range_rows": frozenset({"start", "end", "after_rowid", "limit"}),
+    "range_requests": frozenset({"start", "end", "after", "limit"}),
 }
 
 
@@ -651,6 +667,9 @@ def run_read(r: Reader, spec: ReadSpec, clock: Callable[[], int] | None = None) 
         return None if own is None else own.to_dict()
     if spec.op == "digest":
         return r.digest()
+    if spec.op == "range_requests":
+        return r.range_requests(parse_point(a["start"]), parse_point(a["end"]), a["after"],
+                                a["limit"])
     if spec.op == "range_rows":
         return r.range_rows(parse_point(a["start"]), parse_point(a["end"]), a["after_rowid"],
                             a["limit"])

@@ -7,10 +7,12 @@ Layout (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
     memories(rowid PK, ns, id, agent_id, text, metadata, tags, version,
              created_at, updated_at, expires_at, UNIQUE(ns, id))
     memory_tags(ns, tag, mrow) PK(ns, tag, mrow)     tag filters without json_each scans
-    requests(request_id PK, result, ts)             request-id dedup
+    requests(request_id PK, result, ts, point)      request-id dedup (point: the key's)
     ownership(id PK = 1, body)          the ranges this group owns and their epoch (JSON;
                                         see raftmem.keyspace.Ownership); no row: unchecked
     vec_<nid>  vec0(embedding float[dim] distance_metric=...)   rowid = memories.rowid
+    staged(move, ns, id) body, staged_requests(move, request_id), staged_namespaces(move)
+                                        a range moving in, not served yet (ranges.py)
 
 ``metadata`` and ``tags`` are canonical JSON text (orjson, sorted keys), so the
 same command writes the same bytes on every replica.
@@ -78,15 +80,25 @@ CREATE INDEX IF NOT EXISTS memory_tags_mrow ON memory_tags(mrow);
 CREATE TABLE IF NOT EXISTS requests(
     request_id TEXT PRIMARY KEY,
     result     BLOB NOT NULL,
-    ts         INTEGER NOT NULL
+    ts         INTEGER NOT NULL,
+    point      TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
+CREATE INDEX IF NOT EXISTS requests_point ON requests(point);
 CREATE TABLE IF NOT EXISTS staged(
     move TEXT NOT NULL,
     ns   TEXT NOT NULL,
     id   TEXT NOT NULL,
     body BLOB NOT NULL,
     PRIMARY KEY(move, ns, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staged_requests(
+    move       TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    result     BLOB NOT NULL,
+    ts         INTEGER NOT NULL,
+    point      TEXT NOT NULL,
+    PRIMARY KEY(move, request_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS staged_namespaces(
     move TEXT PRIMARY KEY,
@@ -191,6 +203,11 @@ def migrate(conn: apsw.Connection) -> None:
             f"database schema {version} is newer than this code's {SCHEMA_VERSION}"
         )
     with conn:
+        columns = {row[1] for row in fetch(conn, "PRAGMA table_info(requests)")}
+        if columns and "point" not in columns:
+            # Schema 3: a dedup record names its key's ring point, so it can move
+            # with the key's range (statemachine/ranges.py).
+            conn.execute("ALTER TABLE requests ADD COLUMN point TEXT")
         conn.execute(_DDL)
         conn.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_META_TABLE}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

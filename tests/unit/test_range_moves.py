@@ -89,8 +89,19 @@ def stage_all(a: StateMachine, lb: Log, chunk: int = 7) -> int:
             assert res["ok"], res
             staged += res["staged"]
         if page["next"] is None:
-            return staged
+            break
         after = page["next"]
+    cursor = ""
+    while True:
+        with Reader(a.path) as r:
+            got = run_read(r, ReadSpec("range_requests", {"start": C.format_point(START),
+                                                          "end": C.format_point(END),
+                                                          "after": cursor, "limit": 3}))
+        if got["requests"]:
+            assert lb(C.range_stage(START, END, MOVE, [], [], got["requests"]))["ok"]
+        if got["next"] is None:
+            return staged
+        cursor = got["next"]
 
 
 def test_a_range_moves_with_every_memory_served_by_exactly_one_group(groups: Any) -> None:
@@ -201,3 +212,26 @@ def test_scatter_reads_know_a_moving_range_from_the_records_they_read(groups: An
     # A read of A before the release and of B after the activation: twice.
     assert not covers_ring_once([before[0], after[1]])
     assert covers_ring_once([None, after[1]])  # a database that checks nothing
+
+
+def test_dedup_records_move_with_their_keys(groups: Any) -> None:
+    """A write acknowledged by A and retried (same request id) after the move is
+    answered from its record at B, not applied again; A keeps no record of it."""
+    a, b, la, lb = groups
+    mids = [m for m in ids() if moving(m)][:4]
+    first = [la(C.patch("ns", m, {"text": f"once {m}"}, None, 30, f"rq-{m}", None))
+             for m in mids]
+    stay = next(m for m in ids() if TABLE.group_for("ns", m) == 0 and not moving(m))
+    kept = la(C.patch("ns", stay, {"text": "stays"}, None, 30, "rq-stay", None))
+    la(C.range_freeze(START, END, MOVE))
+    stage_all(a, lb)
+    la(C.range_release(START, END, MOVE, 2))
+    lb(C.range_activate(START, END, MOVE, 2))
+    for m, res in zip(mids, first, strict=True):
+        again = lb(C.patch("ns", m, {"text": f"once {m}"}, None, 60, f"rq-{m}", [2, 1]))
+        assert again == res  # the recorded answer: same version, not a second patch
+        assert serves(b, m)["version"] == res["memory"]["version"]
+    with Reader(a.path) as r, r.transaction():
+        left = {row["request_id"] for kind, row, _ in r._records() if kind == "request"}
+    assert "rq-stay" in left and not any(f"rq-{m}" in left for m in mids)
+    assert la(C.patch("ns", stay, {"text": "stays"}, None, 61, "rq-stay", None)) == kept
