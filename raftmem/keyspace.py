@@ -66,6 +66,7 @@ class OwnedRange:
     # Moving to another group (docs/placement.md, "Range moves"): writes are
     # refused (range_moving, definite) until the move ends; reads are served.
     frozen: bool = False
+    move: str = ""  # the move that froze it: only that move may release it
 
     def __contains__(self, h: int) -> bool:
         return self.start <= h < self.end
@@ -136,7 +137,7 @@ class Ownership:
             "epoch": {"version": self.version, "conf_ver": self.conf_ver},
             "ranges": [
                 {"start": format_point(r.start), "end": format_point(r.end), "version": r.version,
-                 **({"frozen": True} if r.frozen else {})}
+                 **({"frozen": True, "move": r.move} if r.frozen else {})}
                 for r in self.ranges
             ],
         }
@@ -154,14 +155,15 @@ class Ownership:
         parsed = []
         for r in ranges:
             if not isinstance(r, Mapping) or not (
-                    {"start", "end", "version"} <= set(r) <= {"start", "end", "version", "frozen"}):
+                    {"start", "end", "version"} <= set(r)
+                    <= {"start", "end", "version", "frozen", "move"}):
                 raise ValueError("an owned range is an object with start, end, version"
-                                 " (and frozen)")
-            frozen = r.get("frozen", False)
-            if not isinstance(frozen, bool):
-                raise ValueError("an owned range's frozen must be true or false")  # noqa: TRY004
+                                 " (and frozen, move)")
+            frozen, move = r.get("frozen", False), r.get("move", "")
+            if not isinstance(frozen, bool) or not isinstance(move, str):
+                raise ValueError("an owned range's frozen is a boolean, its move a string")  # noqa: TRY004
             parsed.append(OwnedRange(parse_point(r["start"]), parse_point(r["end"]), r["version"],
-                                     frozen))
+                                     frozen, move if frozen else ""))
         own = cls(d["group"], epoch["version"], epoch["conf_ver"], tuple(parsed))
         why = own.problem()
         if why:

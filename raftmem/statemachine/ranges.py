@@ -101,7 +101,11 @@ def freeze(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     if holder is None or end > holder.end:
         return error("epoch_mismatch", f"group {own.group} does not own the whole range",
                      group=own.group, ownership=own.to_dict())
-    want = bool(cmd["frozen"])
+    want, move = bool(cmd["frozen"]), cmd["move"]
+    if not isinstance(move, str) or not move:
+        return invalid("move must be a non-empty string")
+    if holder.frozen and holder.move != move:
+        return error("conflict", f"the range is frozen by another move ({holder.move})")
     if holder.frozen == want:
         if not want or (holder.start, holder.end) == (start, end):
             return _unchanged(own)
@@ -111,7 +115,7 @@ def freeze(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     pieces = [r for r in own.ranges if r is not holder]
     if holder.start < start:
         pieces.append(OwnedRange(holder.start, start, holder.version))
-    pieces.append(OwnedRange(start, end, holder.version, want))
+    pieces.append(OwnedRange(start, end, holder.version, want, move if want else ""))
     if end < holder.end:
         pieces.append(OwnedRange(end, holder.end, holder.version))
     new = _with_ranges(own, pieces)
@@ -193,6 +197,8 @@ def release(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
         return invalid("the range is not owned here")
     if (holder.start, holder.end) != (start, end) or not holder.frozen:
         return invalid("only a range frozen exactly so can be released")
+    if holder.move != cmd["move"]:
+        return error("conflict", f"the range is frozen by another move ({holder.move})")
     if version <= own.version:
         return invalid(f"the new table version {version} must be above {own.version}")
     # The same deletes in the same order on every replica (rowid order).

@@ -157,6 +157,10 @@ def test_a_step_out_of_order_changes_nothing(groups: Any) -> None:
     assert la(C.range_freeze(START, END, MOVE, frozen=False))["changed"] is False
     # A release must raise the table version.
     la(C.range_freeze(START, END, MOVE))
+    # Another move (another target) can neither freeze, release nor thaw it.
+    assert la(C.range_freeze(START, END, "other"))["error"]["code"] == "conflict"
+    assert la(C.range_release(START, END, "other", 2))["error"]["code"] == "conflict"
+    assert la(C.range_freeze(START, END, "other", frozen=False))["error"]["code"] == "conflict"
     assert la(C.range_release(START, END, MOVE, 1))["error"]["code"] == "invalid_request"
     # Staged rows outside the range are refused.
     res = lb(C.range_stage(START, END, MOVE, [], [{
