@@ -228,7 +228,23 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         return {**result, "raft_index": index}
 
     def _on_message(self, node: Any, message: dict[str, Any]) -> None:
-        """Every Raft message for this replica passes here first (the hardening seam)."""
+        """Every Raft message for this replica passes here first (the hardening seam).
+
+        It runs on the host's one Raft thread, inside the transport's poll: an
+        exception here fail-stops this replica (as one in its tick does) instead
+        of ending the thread, and with it every group of the node."""
+        if self.failed is not None:
+            return
+        try:
+            self._handle_message(node, message)
+        except CorruptionError as e:
+            self.failed = f"corruption: {e}"
+            log.critical("replica_fail_stop", group=self.group_id, error=str(e))
+        except Exception as e:
+            self.failed = f"message handling failed: {e!r}"
+            log.critical("replica_fail_stop", group=self.group_id, error=repr(e), exc_info=True)
+
+    def _handle_message(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "rm_ri" or kind == "rm_ri_resp":
             self._on_read_index_message(node, message)
@@ -539,12 +555,16 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         """Send time of the newest heartbeat of this term that a majority, this
         leader included, has acknowledged: ``inf`` alone, ``-inf`` if none yet.
         The common ground of leases and ReadIndex."""
-        needed = (len(self._others) + 1) // 2  # acks besides our own
+        others = self._others
+        needed = (len(others) + 1) // 2  # acks besides our own
         if needed == 0:
             return float("inf")
-        if self._lease_term != self.raftCurrentTerm or len(self._hb_acked) < needed:
+        # Voters only: a learner (fed the same appends) acknowledges heartbeats
+        # too, and its ack promises nothing about elections.
+        acked = [t for n, t in self._hb_acked.items() if n in others]
+        if self._lease_term != self.raftCurrentTerm or len(acked) < needed:
             return float("-inf")
-        return sorted(self._hb_acked.values(), reverse=True)[needed - 1]
+        return sorted(acked, reverse=True)[needed - 1]
 
     def noop_applied(self) -> bool:
         noop = self._SyncObj__noopIDx

@@ -96,8 +96,17 @@ class GroupTransport(Transport):
 
     def deliver(self, peer_id: str, message: Any) -> None:
         node = self.peers.get(peer_id)
-        if node is not None:
-            self._onMessageReceived(node, message)
+        if node is None:
+            # A node outside this replica's configuration, as far as the replica
+            # knows. A fresh learner replaying the log passes removals of earlier
+            # incarnations of node ids, the current leader's among them, and must
+            # still hear that leader's appends to learn of its re-addition
+            # (jepsen_like track record #11). Nothing else from a stranger is
+            # taken: pysyncobj keys its per-peer state by configured nodes.
+            if not (isinstance(message, dict) and message.get("type") == "append_entries"):
+                return
+            node = PeerNode(peer_id)
+        self._onMessageReceived(node, message)
 
     def peer_up(self, peer_id: str) -> None:
         node = self.peers.get(peer_id)

@@ -20,7 +20,7 @@ from typing import Any
 from raftmem import commands as C
 from tests.cluster.harness import free_ports
 from tests.cluster.test_hardening import poll
-from tests.cluster.test_membership import leader_of, make_host, state, write
+from tests.cluster.test_membership import TIMING, leader_of, make_host, state, write
 from tests.cluster.test_snapshots import put
 
 TRANSFERS = 12  # at least, and until the published-only check was seen to overlap
@@ -112,3 +112,60 @@ def test_no_two_replicas_hold_a_lease_across_transfers(tmp_path) -> None:
     assert out["published_overlaps"] > 0, out
     # ...but never two replicas that would serve a lease read.
     assert out["overlaps"] == 0, out
+
+
+async def cut_off_with_a_learner(tmp: str) -> dict[str, Any]:
+    """The leader loses both other voters but still reaches a learner: the learner's
+    acknowledgements must not keep its lease (or its ReadIndex quorum) alive."""
+    ports = free_ports(4)
+    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(4)}
+    first = {n: peers[n] for n in ("n1", "n2", "n3")}
+    hs = {n: make_host(tmp, n, first, {0: list(first)}) for n in first}
+    hs["n4"] = make_host(tmp, "n4", peers, {})
+    for h in hs.values():
+        h.start()
+    try:
+        await poll(lambda: leader_of(hs), 10, "a leader")
+        for n in first:
+            await hs[n].add_peer("n4", peers["n4"])
+        await write(hs, C.encode(C.create_namespace("ns", 4, "l2", 1, "ns")))
+        assert await hs["n4"].create_replica(0, list(first), learner=True)
+        for n in first:
+            assert await hs[n].add_learner(0, "n4")
+        old = await poll(lambda: leader_of(hs), 10, "a leader")
+        await poll(lambda: hs["n4"].replicas[0].raftLastApplied
+                   >= hs[old].replicas[0].raftCommitIndex or None, 20, "the learner to catch up")
+        old = await poll(lambda: (n := leader_of(hs)) and hs[n].lease_valid(0) and n, 10,
+                         "a leader holding a lease")
+        others = [n for n in first if n != old]
+        cut_at = time.monotonic()
+        hs[old].isolate(others, silent=True)
+        for n in others:
+            hs[n].isolate([old], silent=True)
+        # No voter acknowledges a heartbeat sent after the cut, so the old
+        # leader's lease must end within election_min of it, however long it
+        # still believes it leads (the learner keeps acknowledging).
+        r_old = hs[old].replicas[0]
+        latest = float("-inf")
+        while r_old._isLeader() and time.monotonic() < cut_at + 2:
+            latest = max(latest, r_old.lease_until())
+            await asyncio.sleep(0.002)
+        new = await poll(lambda: next((n for n in others if hs[n].replicas[0]._isLeader()
+                                       and hs[n].lease_valid(0)), None), 10,
+                         "a new leader with a lease among the others")
+        # Both leases at once, over a few heartbeats of the old leader's.
+        both = 0
+        for _ in range(50):
+            both += hs[old].lease_valid(0) and hs[new].lease_valid(0)
+            await asyncio.sleep(0.01)
+        return {"old": old, "new": new, "both": both,
+                "lease_past_cut": latest - cut_at, "limit": TIMING.election_min + 0.05}
+    finally:
+        for h in hs.values():
+            h.stop()
+
+
+def test_a_learners_acks_do_not_keep_a_cut_off_leaders_lease(tmp_path) -> None:
+    out = asyncio.run(cut_off_with_a_learner(str(tmp_path)))
+    assert out["lease_past_cut"] <= out["limit"], out
+    assert out["both"] == 0, out

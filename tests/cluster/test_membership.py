@@ -271,3 +271,96 @@ def test_leadership_moves_under_a_steady_write_load(tmp_path) -> None:
     out = asyncio.run(transfer_under_load(str(tmp_path)))
     assert len(out["moved"]) == 3, out
     assert out["written"] > 200, out
+
+
+async def rejoin_scenario(tmp: str) -> dict[str, Any]:
+    """A fresh learner replays the group's log from the start, membership entries
+    about earlier incarnations of node ids included (jepsen_like track record #11)."""
+    ports = free_ports(4)
+    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(4)}
+    first = {n: peers[n] for n in ("n1", "n2", "n3")}
+    # No compaction: the learner must replay the log, not install a snapshot.
+    timing = RaftTiming(compaction_entries=1_000_000, compaction_seconds=3600)
+
+    def host(n: str, ps: dict[str, tuple[str, int]], groups: dict[int, list[str]]) -> GroupHost:
+        return GroupHost(HostConfig(node_id=n, raft_bind=peers[n], peers=ps, groups=groups,
+                                    data_dir=os.path.join(tmp, n), secret=b"t", timing=timing))
+
+    hs = {n: host(n, first, {0: list(first)}) for n in first}
+    hs["n4"] = host("n4", peers, {})
+    for h in hs.values():
+        h.start()
+    try:
+        await poll(lambda: leader_of(hs), 10, "a leader")
+        for n in first:
+            await hs[n].add_peer("n4", peers["n4"])
+        await write(hs, C.encode(C.create_namespace("ns", 4, "l2", 1, "ns")))
+
+        def voters() -> list[str]:
+            return [n for n in hs if 0 in hs[n].replicas and not hs[n].replicas[0].learner
+                    and not hs[n].replicas[0].removed]
+
+        async def join(n: str) -> None:
+            assert await hs[n].create_replica(0, voters(), learner=True)
+            for v in voters():
+                assert await hs[v].add_learner(0, n)
+            ln = await poll(lambda: leader_of(hs), 10, "a leader")
+            await poll(lambda: hs[n].replicas[0].raftLastApplied
+                       >= hs[ln].replicas[0].raftCommitIndex or None, 20,
+                       f"{n}'s learner to catch up", lambda: state(hs))
+            await asyncio.wait_for(hs[ln].change_membership(0, "add", n), 10)
+
+        async def leave(n: str) -> None:
+            ln = await poll(lambda: leader_of(hs), 10, "a leader")
+            assert ln != n
+            try:
+                await asyncio.wait_for(hs[ln].change_membership(0, "rem", n), 10)
+            except TimeoutError:
+                raise AssertionError(f"rem {n} never committed: {state(hs)}") from None
+            await poll(lambda: all(n not in hs[v].replicas[0].members() for v in voters()
+                                   if v != n) or None, 10, f"{n} to leave every voter's config")
+            assert await hs[n].drop_replica(0)
+
+        async def lead(n: str) -> None:
+            deadline = time.monotonic() + 15
+            while leader_of(hs) != n:
+                ln = leader_of(hs)
+                if ln is not None:
+                    await hs[ln].transfer_leadership(0, n)
+                assert time.monotonic() < deadline, f"leadership never moved to {n}"
+                await asyncio.sleep(0.05)
+
+        for i in range(5):
+            await write(hs, put(i))
+        await join("n4")      # add n4
+        await leave("n4")     # rem n4 (this incarnation of n4 is gone)
+        # More entries than one append carries between that removal and the
+        # re-add, so a learner replaying them waits on the leader for the rest.
+        for i in range(100, 400):
+            await write(hs, put(i))
+        await join("n4")      # add n4 (a new one)
+        await lead("n4")
+        await leave("n3")     # rem n3
+        for i in range(5, 10):
+            await write(hs, put(i))
+        # A fresh n3 learner replays all of it, "rem n4" too, while n4 leads.
+        assert await hs["n3"].create_replica(0, voters(), learner=True)
+        for v in voters():
+            assert await hs[v].add_learner(0, "n3")
+        r3 = hs["n3"].replicas[0]
+        lead4 = hs["n4"].replicas[0]
+        deadline = time.monotonic() + 15
+        while r3.raftLastApplied < lead4.raftCommitIndex and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return {"applied": r3.raftLastApplied, "commit": lead4.raftCommitIndex,
+                "installed": r3.snapshots_installed, "leader": leader_of(hs)}
+    finally:
+        for h in hs.values():
+            h.stop()
+
+
+def test_a_fresh_learner_replaying_an_old_removal_of_the_leader_catches_up(tmp_path) -> None:
+    out = asyncio.run(rejoin_scenario(str(tmp_path)))
+    assert out["installed"] == 0, out  # the log was replayed, not a snapshot installed
+    assert out["leader"] == "n4", out
+    assert out["applied"] >= out["commit"], out
