@@ -280,12 +280,18 @@ def join_cluster(url: str, me: NodeSpec, secret: bytes, secret_source: str,
     except (KeyError, TypeError, ValueError) as e:
         raise click.ClickException(f"{base} sent an unreadable cluster description: "
                                    f"{e!r}") from None
-    if me.id in {n.id for n in spec.nodes}:
-        raise click.ClickException(
-            f"node id {me.id} is taken: it is in the cluster description (run that node "
-            "with raftmem node --cluster cluster.json --id ...)")
     state = body.get("state") or {}
     nodes = state.get("nodes") or {}
+    if me.id in {n.id for n in spec.nodes} \
+            and (nodes.get(me.id) or {}).get("state") != "removed":
+        # A node of the description joins again (fresh, hosting nothing until
+        # the placement driver gives it replicas) only once it was drained and
+        # removed: before that, its replicas are still the cluster's.
+        raise click.ClickException(
+            f"node id {me.id} is taken: it is in the cluster description (run that node "
+            "with raftmem node --cluster cluster.json --id ...; to bring it back with an "
+            "empty data directory, remove it first: raftmem admin nodes remove "
+            f"{me.id} --wait)")
     pd = (state.get("groups") or {}).get(str(PD_GROUP)) or {}
     candidates = [base]
     for n in pd.get("voters") or [n.id for n in spec.nodes[:3]]:

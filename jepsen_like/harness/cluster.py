@@ -15,9 +15,9 @@ Spare slots (the placement nemeses): ``spares`` more slots after the cluster
 file's nodes, with the next addresses and ports, not in the cluster file and
 not started at setup. A slot is started later with ``raftmem node --join``
 (`start_join`): a fresh data directory each time (``data``, ``data-2``, ...),
-the node's id in raftmem's registry (`rid`) the slot's name — except for a
-node of the cluster file started again after it was drained, which raftmem
-only lets join under a new id (``n1-2``: second incarnation of slot n1). A
+the node's id in raftmem's registry (`rid`) the slot's name, also for a node
+of the cluster file started again after it was drained and removed (raftmem
+lets it join again under its own id once the registry lists it removed). A
 joined node restarts (kill nemesis) with ``--data-dir`` only. `stop` ends a
 slot's process for good (SIGTERM, then SIGKILL).
 
@@ -256,11 +256,7 @@ class Cluster:
         if p.alive():
             raise ClusterError(f"{node_id} is running already (PID {p.proc and p.proc.pid})")
         if p.starts > 0:
-            p.incarnation += 1
-            if p.in_cluster_file:
-                # raftmem refuses --join for an id of the cluster file; the slot comes
-                # back under a new id on the same addresses.
-                p.rid = f"{p.id}-{p.incarnation}"
+            p.incarnation += 1  # under its own id: the registry lists it removed
         p.joined = True
         p.join_url = self.node(via).url
         p.wanted = True

@@ -23,13 +23,10 @@ the internal API (``POST /internal/placement/transfer`` at the group's leader,
       does not finish in time, the heal reports what the node still holds and
       the failed operators, and cancels the drain by registering the node again.
 
-    raftmem refuses ``--join`` for an id of the cluster file ("node id n1 is
-    taken: it is in the cluster description"), and starting a drained node of
-    the cluster file from the cluster file with an empty data directory would
-    bring back a voter that forgot its log. So a drained node of the cluster
-    file is re-added under a new id on the same addresses (``n1-2`` for its
-    second incarnation), which the registry allows once the old id is removed;
-    the spare n4 is re-added as ``n4`` (a removed node registering again).
+    Starting a drained node of the cluster file from the cluster file with an
+    empty data directory would bring back a voter that forgot its log; so every
+    re-added node joins (``raftmem node --join``) under its own id, which
+    raftmem allows once the registry lists it removed.
 
 ``rebalance``
     n4 joins during setup (before the history starts), so 4 nodes are up. Each

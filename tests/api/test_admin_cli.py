@@ -410,7 +410,24 @@ def test_join_with_a_taken_id_is_a_clear_error(
     args, _ = _join_args(addr, tmp_path / "f1", node_id="fake-1")
     res = run_main([*args, "--secret-file", secret_file])
     assert res.exit_code == 1 and "node id fake-1 is taken" in res.output
+    assert "remove it first" in res.output
     assert started == []
+
+
+def test_a_removed_node_of_the_description_joins_again_under_its_id(
+    server: tuple[str, FakeMemoryService], started: list[dict[str, Any]], secret_file: str,
+    tmp_path: Path,
+) -> None:
+    """Track record #12: once drained and removed, a node of cluster.json comes back
+    under its own id with an empty data directory (it hosts nothing until given)."""
+    addr, fake = server
+    fake.registry["fake-1"]["state"] = "removed"
+    fake.holding["fake-1"] = []
+    args, _ = _join_args(addr, tmp_path / "f1", node_id="fake-1")
+    res = run_main([*args, "--secret-file", secret_file])
+    assert res.exit_code == 0, res.output
+    assert fake.registry["fake-1"]["state"] == "up"
+    assert started and started[-1]["joining"].id == "fake-1"
 
 
 def test_join_to_an_unreachable_url_is_a_clear_error(
