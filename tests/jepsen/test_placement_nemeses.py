@@ -90,8 +90,6 @@ class FakePlacement:
 
     def start_join(self, slot: str, via: str) -> dict[str, Any]:
         assert slot not in self.live and via in self.live
-        if slot in self.ran and slot != "n4":
-            self.rids[slot] = f"{slot}-2"  # a node of the cluster file comes back renamed
         self.live.add(slot)
         self.ran.add(slot)
         self.log.append(("start_join", slot, self.rids[slot], via))
@@ -262,15 +260,16 @@ def test_membership_cycles_join_drain_re_add_and_keeps_its_promises() -> None:
             assert ("in_service", entry[1], False) in c.log[:k]
 
 
-def test_a_re_added_node_of_the_cluster_file_joins_under_a_new_id() -> None:
+def test_a_re_added_node_of_the_cluster_file_joins_under_its_own_id() -> None:
     c = FakePlacement()
     n = membership(c)
     run(n.inject({"order": ["n4"]}))  # join n4
     run(n.inject({"order": ["n1", "n2", "n3", "n4"]}))  # drain n1
     assert run(n.heal())["outcome"] == "removed and stopped"
     again = run(n.inject({"order": ["n1"]}))
-    assert (again["action"], again["node"], again["id"]) == ("re-add", "n1", "n1-2")
-    assert again["outcome"] == "up" and c.reg["n1-2"]["state"] == "up"
+    assert (again["action"], again["node"], again["id"]) == ("re-add", "n1", "n1")
+    assert again["outcome"] == "up" and c.reg["n1"]["state"] == "up"
+    assert [e[:3] for e in c.log if e[0] == "start_join"][-1] == ("start_join", "n1", "n1")
     assert "n1" in c.serving
 
 
@@ -472,8 +471,9 @@ def test_node_commands_for_a_join_a_restart_and_a_re_add(tmp_path: Path) -> None
     (n4.data / "join.json").write_text("{}")
     restart = cluster.command(n4)  # a joined node restarts from its data dir
     assert "--join" not in restart and restart[restart.index("--data-dir") + 1] == str(n4.data)
-    # a node of the cluster file that comes back: fresh data dir, new id (no process here)
-    n1.starts, n1.joined, n1.join_url, n1.incarnation, n1.rid = 1, True, n4.url, 2, "n1-2"
+    # a node of the cluster file that comes back: fresh data dir, its own id (no process here)
+    n1.starts, n1.joined, n1.join_url, n1.incarnation = 1, True, n4.url, 2
     cmd = cluster.command(n1)
-    assert cmd[cmd.index("--id") + 1] == "n1-2" and n1.data.name == "data-2"
+    assert cmd[cmd.index("--id") + 1] == "n1" and n1.data.name == "data-2"
+    assert "--join" in cmd and "--cluster" not in cmd
     assert cmd[cmd.index("--data-dir") + 1].endswith("data-2")
