@@ -15,6 +15,15 @@ change at a time):
 3. Replica balance: while a node holds more than ``ceil(mean)`` replicas and
    another fewer than ``floor(mean)``, one replica moves (learner first).
 4. Leader balance: leaders per node within one of the mean.
+5. Groups per node (only with a ``groups_per_node`` target): while there are
+   fewer data groups than ``ceil(target * live nodes / replicas)``, one new group
+   is created on the least-loaded nodes.
+6. Ring balance between data groups (when their owned ranges are known): a
+   move left half done (a frozen range) is finished first; then a group that
+   owns less than half the mean share of the ring (a new group owns none) gets
+   half of the widest range of the group that owns the most (a split and a
+   move, one ``move_range``). The hash spreads keys evenly, so ring share
+   stands for data share.
 """
 
 from __future__ import annotations
@@ -22,7 +31,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+RING = 1 << 64
+# Data group ids are below this; the placement driver's own group is 65000.
+PD_GROUP_FLOOR = 65000
 LIVE = "up"
 GONE = ("down", "draining")
 
@@ -43,6 +56,14 @@ class GroupInfo:
     leader: str | None = None
     conf_ver: int = 1
     caught_up: tuple[str, ...] = ()  # learners whose log has reached the leader's commit index
+    # Data groups: the ring ranges the group's own record owns ([start, end));
+    # None for the PD's group, or when unknown this pass.
+    ranges: tuple[tuple[int, int], ...] | None = None
+    # Frozen ranges of a move left half done: (start, end, target group).
+    moving: tuple[tuple[int, int, int], ...] = ()
+
+    def width(self) -> int:
+        return sum(e - s for s, e in self.ranges or ())
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,7 @@ class ClusterView:
     nodes: tuple[NodeInfo, ...]
     groups: tuple[GroupInfo, ...]
     replicas: int = 3
+    groups_per_node: int | None = None  # data groups per node to aim for (None: no target)
 
     def live(self) -> list[str]:
         return sorted(n.id for n in self.nodes if n.state == LIVE)
@@ -65,12 +87,23 @@ class Operator:
     node: str
     conf_ver: int
     reason: str
-    target: str | None = None  # transfer_leader: the new leader
+    target: str | None = None  # transfer_leader: the new leader; move_range: the group
     steps: tuple[str, ...] = field(default=())
+    voters: tuple[str, ...] = ()  # create_group: the new group's voters
+    span: tuple[int, int] | None = None  # move_range: [start, end) of the ring
 
     def describe(self) -> str:
+        if self.kind == "move_range" and self.span is not None:
+            return (f"move_range(g{self.group} -> g{self.target}, "
+                    f"[{self.span[0]:016x}, {_point(self.span[1])})): {self.reason}")
+        if self.kind == "create_group":
+            return f"create_group(g{self.group} on {' '.join(self.voters)}): {self.reason}"
         arrow = f" -> {self.target}" if self.target else ""
         return f"{self.kind}(g{self.group}, {self.node}{arrow}): {self.reason}"
+
+
+def _point(p: int) -> str:
+    return "end" if p >= RING else f"{p:016x}"
 
 
 def replica_counts(view: ClusterView) -> Counter[str]:
@@ -192,7 +225,61 @@ def plan(view: ClusterView) -> list[Operator]:
                                  f"balance leaders: {g.leader} leads {leaders[g.leader]}", target=to))
                     leaders[g.leader] -= 1
                     leaders[to] += 1
+        _plan_groups(view, live, counts, busy, add)
+        _plan_ranges(view, busy, add)
     return ops
+
+
+def data_groups(view: ClusterView) -> list[GroupInfo]:
+    return [g for g in view.groups if g.ranges is not None]
+
+
+def _plan_groups(view: ClusterView, live: list[str], counts: Counter[str], busy: set[int],
+                 add: Any) -> None:
+    """Rule 5: create a data group while fewer exist than the groups-per-node target."""
+    target = view.groups_per_node
+    data = data_groups(view)
+    if not target or len(live) < view.replicas or len(data) != len(
+            [g for g in view.groups if g.id < PD_GROUP_FLOOR]):
+        return  # no target, too few nodes, or some group's ranges unknown this pass
+    want = math.ceil(target * len(live) / view.replicas)
+    if len(data) >= want:
+        return
+    new_id = max((g.id for g in data), default=-1) + 1
+    voters = tuple(sorted(sorted(live, key=lambda n: (counts[n], n))[:view.replicas]))
+    add(Operator("create_group", new_id, voters[0], 0,
+                 f"{len(data)} data groups, target {want} ({target} per node on {len(live)} "
+                 "nodes)", voters=voters))
+    for n in voters:
+        counts[n] += 1
+
+
+def _plan_ranges(view: ClusterView, busy: set[int], add: Any) -> None:
+    """Rule 6: finish a half-done move, or give a group short of the ring half a range."""
+    data = [g for g in data_groups(view) if g.id not in busy]
+    for g in data:
+        for start, end, to in g.moving:
+            if to in {d.id for d in data_groups(view)}:
+                add(Operator("move_range", g.id, g.leader or "", g.conf_ver,
+                             "finish a move left half done", target=str(to),
+                             span=(start, end)))
+                return
+    if len(data) < 2 or len(data) != len(data_groups(view)):
+        return
+    mean = RING / len(data)
+    short = min(data, key=lambda g: (g.width(), g.id))
+    rich = max(data, key=lambda g: (g.width(), -g.id))
+    if short.width() >= mean / 2 or rich is short or not rich.ranges:
+        return
+    start, end = max(rich.ranges, key=lambda r: (r[1] - r[0], -r[0]))
+    if end - start < 2:
+        return
+    mid = start + (end - start) // 2
+    add(Operator("move_range", rich.id, rich.leader or "", rich.conf_ver,
+                 f"g{short.id} owns {short.width() / RING:.1%} of the ring, "
+                 f"g{rich.id} {rich.width() / RING:.1%}", target=str(short.id),
+                 span=(mid, end)))
+    busy.add(short.id)
 
 
 def parse_view(text: str, replicas: int = 3) -> ClusterView:

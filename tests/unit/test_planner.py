@@ -173,3 +173,81 @@ def test_a_group_waiting_on_a_learner_plans_nothing_but_is_not_settled() -> None
         group | voters   | learners | leader
         0     | n1 n2 n3 |          | n1
     """))
+
+
+# --- groups per node and ring balance (rules 5 and 6) ---------------------------------------
+
+from dataclasses import replace as _replace  # noqa: E402
+
+from raftmem.placement.planner import RING, ClusterView, GroupInfo  # noqa: E402
+
+Q = RING // 4
+
+
+def ringed(view: ClusterView, ranges: dict[int, list[tuple[int, int]]],
+           gpn: int | None = None) -> ClusterView:
+    """``view`` with each data group's owned ranges (and a groups-per-node target)."""
+    groups = tuple(_replace(g, ranges=tuple(ranges[g.id])) if g.id in ranges else g
+                   for g in view.groups)
+    return _replace(view, groups=groups, groups_per_node=gpn)
+
+
+FOUR_NODES = """
+    nodes: n1 up, n2 up, n3 up, n4 up
+    group | voters   | learners | leader
+    0     | n1 n2 n3 |          | n1
+    1     | n2 n3 n4 |          | n2
+    2     | n1 n3 n4 |          | n3
+    3     | n1 n2 n4 |          | n4
+"""
+
+
+def test_a_groups_per_node_target_creates_a_group_on_the_least_loaded_nodes() -> None:
+    view = ringed(parse_view(FOUR_NODES), {0: [(0, Q)], 1: [(Q, 2 * Q)], 2: [(2 * Q, 3 * Q)],
+                                           3: [(3 * Q, RING)]}, gpn=4)
+    ops = plan(view)
+    # 4 per node on 4 nodes, 3 replicas each: ceil(16 / 3) = 6 data groups wanted.
+    assert [(op.kind, op.group, op.voters) for op in ops] == [
+        ("create_group", 4, ("n1", "n2", "n3"))]
+    assert "target 6" in ops[0].reason
+    assert plan(_replace(view, groups_per_node=3)) == []  # ceil(12 / 3) = 4: enough
+    assert plan(_replace(view, groups_per_node=None)) == []
+
+
+def test_no_group_is_created_while_a_groups_ranges_are_unknown() -> None:
+    view = ringed(parse_view(FOUR_NODES), {0: [(0, Q)], 1: [(Q, 2 * Q)], 2: [(2 * Q, RING)]},
+                  gpn=4)
+    assert [op.kind for op in plan(view)] == []
+
+
+def test_an_empty_group_gets_half_of_the_widest_range() -> None:
+    view = ringed(parse_view(FOUR_NODES), {0: [(0, 2 * Q)], 1: [(2 * Q, 3 * Q)],
+                                           2: [(3 * Q, RING)], 3: []})
+    (op,) = plan(view)
+    assert (op.kind, op.group, op.target, op.span) == ("move_range", 0, "3", (Q, 2 * Q))
+    assert op.node == "n1" and "g3 owns 0.0%" in op.reason
+    # Balanced enough (no group below half the mean share): nothing to move.
+    even = ringed(parse_view(FOUR_NODES), {0: [(0, Q)], 1: [(Q, 2 * Q)], 2: [(2 * Q, 3 * Q)],
+                                           3: [(3 * Q, RING)]})
+    assert plan(even) == []
+
+
+def test_a_move_left_half_done_is_finished_before_anything_else() -> None:
+    view = ringed(parse_view(FOUR_NODES), {0: [(0, 2 * Q)], 1: [(2 * Q, 3 * Q)],
+                                           2: [(3 * Q, RING)], 3: []})
+    groups = tuple(_replace(g, moving=((Q // 2, Q, 2),)) if g.id == 1 else g
+                   for g in view.groups)
+    (op,) = plan(_replace(view, groups=groups))
+    assert (op.kind, op.group, op.target, op.span) == ("move_range", 1, "2", (Q // 2, Q))
+
+
+def test_ring_balance_waits_for_the_groups_other_operators() -> None:
+    view = parse_view("""
+        nodes: n1 up, n2 up, n3 up, n4 up
+        group | voters   | learners | leader
+        0     | n1 n2 n3 | n4       | n1
+        1     | n2 n3 n4 |          | n2
+    """)
+    view = ringed(view, {0: [(0, RING)], 1: []})
+    # Group 0 waits on its learner; the move is planned once it is free.
+    assert [op.kind for op in plan(view)] == []
