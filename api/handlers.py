@@ -245,6 +245,11 @@ def _placement(call: Call) -> PlacementService:
     return cast(PlacementService, call.service)
 
 
+async def set_placement(call: Call) -> Reply:
+    service = cast(Any, call.service)
+    return Reply(200, await service.set_groups_per_node(call.body["groups_per_node"]))
+
+
 async def rebalance(call: Call) -> Reply:
     return Reply(200, await _placement(call).rebalance(call.query["dry_run"]))
 

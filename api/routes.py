@@ -231,6 +231,20 @@ OPERATIONS: tuple[Operation, ...] = (
         "move. One move at a time.",
     ),
     Operation(
+        "PUT", "/admin/placement", "setPlacement",
+        "Set the placement driver's data groups per node target (null: none).",
+        handlers.set_placement, tag="admin",
+        body=s.ref("PlacementSettings"),
+        responses={200: Response("The target now in force.", s.ref("PlacementSettings"))},
+        errors=(400, 503),
+        description="With a target, the placement driver creates data groups (on the "
+        "least-loaded nodes) until there are ceil(target x nodes / replicas), and moves "
+        "ranges of the ring to a group that owns less than half its share (half of the "
+        "widest range of the group that owns the most, one move at a time). Without one, "
+        "groups are those the cluster was created with and ranges move only when asked "
+        "(POST /admin/ranges/move).",
+    ),
+    Operation(
         "POST", "/admin/rebalance", "rebalance",
         "Run one placement pass now (operators started), or with dry_run only show the plan.",
         handlers.rebalance, tag="admin",

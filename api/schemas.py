@@ -502,6 +502,15 @@ ADD_NODE_REQUEST: Schema = {
         "raft": {**ref("Address"), "description": "The node's Raft address."},
     },
 }
+PLACEMENT_SETTINGS: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["groups_per_node"],
+    "properties": {
+        "groups_per_node": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000,
+                            "description": "Data groups per node to aim for; null: none."},
+    },
+}
 MOVE_RANGE_REQUEST: Schema = {
     "type": "object",
     "additionalProperties": False,
@@ -594,6 +603,7 @@ COMPONENTS: dict[str, Schema] = {
     "Address": ADDRESS,
     "AddNodeRequest": ADD_NODE_REQUEST,
     "MoveRangeRequest": MOVE_RANGE_REQUEST,
+    "PlacementSettings": PLACEMENT_SETTINGS,
     "MoveRangeReport": MOVE_RANGE_REPORT,
     "RegisteredNode": REGISTERED_NODE,
     "NodeChange": NODE_CHANGE,

@@ -35,6 +35,7 @@ import structlog
 
 from raftmem.config import parse_addr
 from raftmem.errors import CommitTimeout, RaftmemError, Unavailable, ValidationError
+from raftmem.keyspace import format_point
 from raftmem.placement import pdstate
 from raftmem.placement.executor import (
     LEARNER,
@@ -46,7 +47,7 @@ from raftmem.placement.executor import (
     observe,
 )
 from raftmem.placement.executor import Executor as OperatorExecutor
-from raftmem.placement.planner import plan
+from raftmem.placement.planner import ClusterView, plan
 from raftmem.shardgroups.host import ProposalFailed
 
 if TYPE_CHECKING:
@@ -95,6 +96,12 @@ def _ok_or_raise(res: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def _move_target(move: str) -> int | None:
+    """The target group named by a move id (``rangemove.move_id``), or None."""
+    _, sep, to = move.rpartition("-to-")
+    return int(to) if sep and to.isdigit() else None
+
+
 class NodeActions:
     """The executor's :class:`~raftmem.placement.executor.ClusterActions` over the
     internal API of the nodes concerned."""
@@ -131,6 +138,17 @@ class NodeActions:
     async def record_group(self, group: int, voters: Sequence[str], learners: Sequence[str],
                            expect_conf_ver: int) -> Mapping[str, Any]:
         return await self.pd.propose(pdstate.set_group(group, voters, learners, expect_conf_ver))
+
+    async def create_group(self, group: int, voters: Sequence[str]) -> None:
+        for v in voters:
+            await self.pd.call(v, "create_group", {"group": group, "voters": list(voters)})
+
+    async def record_new_group(self, group: int, voters: Sequence[str]) -> Mapping[str, Any]:
+        return await self.pd.propose(pdstate.create_group(group, voters))
+
+    async def move_range(self, source: int, target: int, start: int, end: int) -> None:
+        # Driven from this node (the PD's leader); one move at a time per node.
+        await self.pd.node.move_range(format_point(start), format_point(end), target)
 
 
 class PlacementDriver:
@@ -368,7 +386,32 @@ class PlacementDriver:
                 if now - max(seen, self._tracking_since) < DOWN_AFTER_S:
                     n = dataclasses.replace(n, state="suspect")
             nodes.append(n)
-        return dataclasses.replace(obs, view=dataclasses.replace(obs.view, nodes=tuple(nodes)))
+        view = dataclasses.replace(obs.view, nodes=tuple(nodes))
+        return dataclasses.replace(obs, view=await self._with_ranges(view))
+
+    async def _with_ranges(self, view: ClusterView) -> ClusterView:
+        """``view`` with each data group's owned ranges (and frozen ones, with the
+        target their move names) from the groups' own records, and the
+        groups-per-node target; a group whose record cannot be read now is left
+        without (the planner then moves no range and creates no group)."""
+        gpn = self.local_state().get("settings", {}).get("groups_per_node")
+        try:
+            records = {o.group: o for o in await self.node._ownerships()}
+        except RaftmemError:
+            records = {}
+        groups = []
+        for g in view.groups:
+            own = records.get(g.id)
+            if g.id != PD_GROUP and own is not None:
+                moving = []
+                for r in own.ranges:
+                    to = _move_target(r.move) if r.frozen else None
+                    if to is not None:
+                        moving.append((r.start, r.end, to))
+                g = dataclasses.replace(g, ranges=tuple((r.start, r.end) for r in own.ranges),
+                                        moving=tuple(moving))
+            groups.append(g)
+        return dataclasses.replace(view, groups=tuple(groups), groups_per_node=gpn)
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -475,7 +518,7 @@ class PlacementDriver:
             return {"state": self.local_state() if self.hosts_pd() else self.state}
         if action == "describe":
             return await self.node.describe()
-        if action in ("rebalance", "operators", "register", "drain"):
+        if action in ("rebalance", "operators", "register", "drain", "groups_per_node"):
             if not self.is_pd_leader():
                 raise Unavailable("this node does not lead the placement driver",
                                   code="not_leader")
@@ -486,6 +529,12 @@ class PlacementDriver:
                                            str(body.get("raft")))
             if action == "drain":
                 return await self.drain(str(body.get("id")))
+            if action == "groups_per_node":
+                res = await self.propose(pdstate.set_groups_per_node(body.get("groups_per_node")))
+                if (res.get("error") or {}).get("code") == "not_bootstrapped":
+                    raise Unavailable("the placement driver is starting; retry shortly",
+                                      code="not_bootstrapped")
+                return _ok_or_raise(res)
             return await self.rebalance(bool(body.get("dry_run")))
         group = body.get("group")
         if not isinstance(group, int) or isinstance(group, bool):
@@ -503,6 +552,20 @@ class PlacementDriver:
                 if addr is not None and n is not None:
                     await host.add_peer(v, parse_addr(n["raft"]))
             return {"created": await host.create_replica(group, voters, learner=True)}
+        if action == "create_group":
+            # A voter of a new, empty group (raftmem/placement/planner.py, rule 5).
+            voters = [str(v) for v in body.get("voters") or []]
+            if self.node.node_id not in voters:
+                raise ValidationError(f"node {self.node.node_id} is not among {voters}",
+                                      field="voters")
+            for v in voters:
+                n = self.state.get("nodes", {}).get(v)
+                if v != self.node.node_id and n is not None:
+                    await host.add_peer(v, parse_addr(n["raft"]))
+            old = host.replicas.get(group)
+            if old is not None and old.learner:
+                await host.drop_replica(group)
+            return {"created": await host.create_replica(group, voters, learner=False)}
         if action == "add_learner":
             node = str(body.get("node"))
             n = self.state.get("nodes", {}).get(node)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from raftmem import commands
-from raftmem.errors import Conflict, ValidationError
+from raftmem.errors import Conflict, NotFound, ValidationError
 from raftmem.keyspace import RING_SIZE, Ownership, format_point
 from raftmem.statemachine.reader import ReadSpec
 from raftmem.types import ReadOptions
@@ -137,7 +137,17 @@ async def move_range(
         # Released already (a run that stopped before activating): the release
         # raised its group's version to the move's, the highest one there is.
         version = max(o.version for o in records.values())
-    res = await node._write(target, commands.range_activate(start, end, mid, version))
+    activate = commands.range_activate(start, end, mid, version)
+    try:
+        res = await node._write(target, activate)
+    except NotFound as e:
+        if e.code != "namespace_not_found":
+            raise
+        # Memories of a namespace the target lacks and the move did not stage
+        # (the catalog's definition, installed as for any write, then again).
+        d = await node._namespace(str(e.details.get("namespace")))
+        await node._install_namespace(target, d)
+        res = await node._write(target, activate)
     step("activate", group=target, version=version, activated=res.get("activated", 0))
     await node._refresh_table(node.table, [res.get("ownership")], 1)
     step("done")

@@ -155,6 +155,7 @@ def observe(
             caught_up=tuple(n for n in learners
                             if rep is not None and rep.role(n) == LEARNER
                             and rep.caught_up(n, slack)),
+            hosted=rep is not None and any(rep.replica(n).member for n in g["voters"]),
         ))
     replicas = pd_state.get("settings", {}).get("replicas") or 3
     return Observation(ClusterView(tuple(nodes), tuple(groups), int(replicas)), dict(reports))
@@ -192,6 +193,17 @@ class ClusterActions(Protocol):
         """``set_group`` through the PD log (applies only at ``expect_conf_ver``); the PD's result."""
         ...
 
+    async def create_group(self, group: int, voters: Sequence[str]) -> None:
+        """Each of ``voters`` starts a voting replica of the new, empty ``group``."""
+
+    async def record_new_group(self, group: int, voters: Sequence[str]) -> Mapping[str, Any]:
+        """``create_group`` through the PD log; the PD's result."""
+        ...
+
+    async def move_range(self, source: int, target: int, start: int, end: int) -> None:
+        """Move (or finish moving) ``[start, end)`` from ``source`` to ``target``
+        (raftmem/rangemove.py); returns when the move is done."""
+
 
 ViewProvider = Callable[[], Awaitable[Observation]]
 
@@ -203,6 +215,8 @@ STEPS: dict[str, tuple[str, ...]] = {
     "promote_learner": ("catch_up", "promote", "record_group"),
     "remove_replica": ("check", "remove_voter", "record_group", "drop_replica"),
     "transfer_leader": ("check", "transfer_leader"),
+    "create_group": ("check", "record", "create", "elect"),
+    "move_range": ("check", "move"),
 }
 
 Transition = tuple[str, str | None]  # (next state, action issued on entering it)
@@ -237,6 +251,22 @@ _SPECIFIC: dict[str, dict[tuple[str, str], Transition]] = {
         ("check", "already_leader"): (DONE, None),
         ("check", "target_not_voter"): (FAILED, None),
         ("transfer_leader", "moved"): (DONE, None),
+    },
+    "create_group": {
+        # Recorded first: a PD leader that takes over finds the group and its
+        # voters in the PD state and finishes creating its replicas.
+        ("check", "go"): ("record", "record_new_group"),
+        ("check", "recorded"): ("create", "create_group"),
+        ("check", "exists"): (FAILED, None),
+        ("record", "recorded"): ("create", "create_group"),
+        ("create", "hosted"): ("elect", None),
+        ("elect", "elected"): (DONE, None),
+    },
+    "move_range": {
+        ("check", "go"): ("move", "move_range"),
+        ("check", "moved"): (DONE, None),
+        ("check", "not_owned"): (FAILED, None),
+        ("move", "moved"): (DONE, None),
     },
 }
 
@@ -362,8 +392,60 @@ def _effect(op: Operator, g: GroupInfo) -> GroupInfo:
     """``g`` as it will be once ``op`` is done (for planning around running operators)."""
     if op.kind == "transfer_leader":
         return replace(g, leader=op.target)
+    if op.kind == "move_range":
+        return replace(g, ranges=_without(g.ranges, op.span), moving=())
+    if op.kind == "create_group":
+        return g
     voters, learners = _desired(op, g)
     return replace(g, voters=voters, learners=learners)
+
+
+def _without(ranges: tuple[tuple[int, int], ...] | None,
+             span: tuple[int, int] | None) -> tuple[tuple[int, int], ...] | None:
+    """``ranges`` less ``span`` (which lies inside one of them)."""
+    if ranges is None or span is None:
+        return ranges
+    out: list[tuple[int, int]] = []
+    for s, e in ranges:
+        if s <= span[0] and span[1] <= e:
+            out += [r for r in ((s, span[0]), (span[1], e)) if r[0] < r[1]]
+        else:
+            out.append((s, e))
+    return tuple(out)
+
+
+def _owns(g: GroupInfo | None, span: tuple[int, int] | None) -> bool:
+    return g is not None and span is not None and any(
+        s <= span[0] and span[1] <= e for s, e in g.ranges or ())
+
+
+def _judge_create_group(run: OperatorRun, obs: Observation, cfg: ExecutorConfig) -> Event:
+    gid, voters = run.op.group, run.op.voters
+    g, rep = obs.group(gid), obs.reports.get(gid)
+    if run.state in ("check", "record") and g is not None:
+        if set(g.voters) == set(voters):
+            return "recorded", None
+        return "exists", f"group {gid} is in the PD with voters {list(g.voters)}"
+    if run.state == "check":
+        if any(obs.view.state(n) != "up" for n in voters):
+            return "waiting", None
+        return "go", None
+    if run.state == "create" and rep is not None \
+            and all(rep.replica(n).member for n in voters):
+        return "hosted", None
+    if run.state == "elect" and rep is not None and rep.leader in voters \
+            and set(rep.voters()) == set(voters):
+        return "elected", None
+    return "waiting", None
+
+
+def _judge_move_range(run: OperatorRun, obs: Observation, cfg: ExecutorConfig) -> Event:
+    span, to = run.op.span, int(run.op.target or -1)
+    if _owns(obs.group(to), span):
+        return "moved", None
+    if run.state == "check" and not _owns(obs.group(run.op.group), span):
+        return "not_owned", f"group {run.op.group} does not own the range any more"
+    return "go" if run.state == "check" else "waiting", None
 
 
 def _recorded(run: OperatorRun, g: GroupInfo) -> bool:
@@ -463,6 +545,16 @@ _JUDGES: dict[str, Callable[[OperatorRun, Observation, GroupInfo, GroupReport | 
 
 def judge(run: OperatorRun, obs: Observation, now: float, cfg: ExecutorConfig) -> Event:
     """The event the observation shows for ``run``'s current step."""
+    if run.op.kind in ("create_group", "move_range"):
+        # Not a membership change: no conf_ver to keep (a move must not be
+        # cancelled half way by a replica change of its groups).
+        judged = (_judge_create_group if run.op.kind == "create_group"
+                  else _judge_move_range)
+        seen = judged(run, obs, cfg)
+        if seen[0] == "waiting" and now - run.step_started > cfg.timeout(run.state):
+            return "deadline", (f"step {run.state} did not complete within "
+                                f"{cfg.timeout(run.state):g} s")
+        return seen
     gid = run.op.group
     g = obs.group(gid)
     if g is None:
@@ -628,8 +720,18 @@ class Executor:
     def _projected(self, view: ClusterView, done: Sequence[OperatorRun] = ()) -> ClusterView:
         ops = {r.op.group: r.op for r in done}
         ops.update((gid, r.op) for gid, r in self._running.items())
-        groups = tuple(_effect(ops[g.id], g) if g.id in ops else g for g in view.groups)
-        return replace(view, groups=groups)
+        groups = [_effect(ops[g.id], g) if g.id in ops else g for g in view.groups]
+        known = {g.id for g in groups}
+        for op in ops.values():
+            if op.kind == "create_group" and op.group not in known:
+                groups.append(GroupInfo(op.group, op.voters, ranges=()))
+            elif op.kind == "move_range" and op.span is not None:
+                # The target gains what the source gives up.
+                to = int(op.target or -1)
+                groups = [replace(g, ranges=(*(g.ranges or ()), op.span))
+                          if g.id == to and g.ranges is not None
+                          and op.span not in g.ranges else g for g in groups]
+        return replace(view, groups=tuple(groups))
 
     async def _advance(self, run: OperatorRun, obs: Observation,
                        finished: list[OperatorRun]) -> None:
@@ -681,6 +783,13 @@ class Executor:
                 call = a.drop_replica(op.node, op.group)
             elif action == "transfer_leader":
                 call = a.transfer_leader(op.group, op.target or "")
+            elif action == "create_group":
+                call = a.create_group(op.group, op.voters)
+            elif action == "record_new_group":
+                call = a.record_new_group(op.group, op.voters)
+            elif action == "move_range":
+                assert op.span is not None
+                call = a.move_range(op.group, int(op.target or -1), *op.span)
             elif action == "record_group":
                 if g is None:
                     raise LookupError(f"group {op.group} is not in the PD")

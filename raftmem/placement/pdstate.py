@@ -35,6 +35,10 @@ Commands (``b"\\x01" + orjson(object)``, built by the functions below):
                     is the group's conf_ver (a compare-and-set), which then
                     grows by one. New members must be ``up``.
 ``remove_node``     refused (``node_has_replicas``) while any group names it.
+``create_group``    a new group with these voters (``up``, distinct) at conf_ver 1;
+                    the same again is a no-op, other voters for an existing id
+                    are refused (``conflict``).
+``set_groups_per_node``  the data groups per node to aim for, or null.
 
 Every command but ``bootstrap`` is refused (``not_bootstrapped``) before it.
 
@@ -70,6 +74,8 @@ REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "set_node_state": frozenset({"op", "id", "state"}),
     "set_group": frozenset({"op", "group", "voters", "learners", "expect_conf_ver"}),
     "remove_node": frozenset({"op", "id"}),
+    "create_group": frozenset({"op", "group", "voters"}),
+    "set_groups_per_node": frozenset({"op", "groups_per_node"}),
 }
 
 _DDL = """
@@ -282,6 +288,32 @@ def set_group(
            "learners": list(learners), "expect_conf_ver": expect_conf_ver}
     _raise_if(_check_set_group(cmd))
     return cmd
+
+
+def create_group(group: int, voters: Sequence[str]) -> dict[str, Any]:
+    cmd = {"op": "create_group", "group": group, "voters": list(voters)}
+    _raise_if(_check_create_group(cmd))
+    return cmd
+
+
+def set_groups_per_node(groups_per_node: int | None) -> dict[str, Any]:
+    cmd = {"op": "set_groups_per_node", "groups_per_node": groups_per_node}
+    _raise_if(_check_gpn(groups_per_node))
+    return cmd
+
+
+def _check_create_group(cmd: Mapping[str, Any]) -> str | None:
+    if not _is_int(cmd["group"], 0):
+        return "group must be a non-negative integer"
+    if not cmd["voters"]:
+        return "a group needs voters"
+    return _check_members(cmd["voters"], [])
+
+
+def _check_gpn(gpn: Any) -> str | None:
+    if gpn is not None and not _is_int(gpn, 1):
+        return "groups_per_node must be a positive integer or null"
+    return None
 
 
 def remove_node(node_id: str) -> dict[str, Any]:
@@ -661,6 +693,40 @@ def _apply_set_group(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     return {"ok": True, "group": _group(conn, gid)}
 
 
+def _apply_create_group(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
+    if not _bootstrapped(conn):
+        return _not_bootstrapped()
+    err = _check_create_group(cmd)
+    if err:
+        return _invalid(err)
+    gid = cmd["group"]
+    group = _group(conn, gid)
+    if group is not None:
+        if sorted(group["voters"]) == sorted(cmd["voters"]):
+            return {"ok": True, "changed": False, "group": group}
+        return refused("conflict", f"group {gid} exists with voters {group['voters']}",
+                       group=group)
+    for nid in cmd["voters"]:
+        node = _node(conn, nid)
+        if node is None or node["state"] != "up":
+            return refused("node_not_up", f"node {nid} is not up: no new replicas")
+    conn.execute("INSERT INTO shard_groups(id, voters, learners, conf_ver) VALUES (?, ?, ?, 1)",
+                 (gid, _json(cmd["voters"]), _json([])))
+    return {"ok": True, "changed": True, "group": _group(conn, gid)}
+
+
+def _apply_set_groups_per_node(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
+    if not _bootstrapped(conn):
+        return _not_bootstrapped()
+    err = _check_gpn(cmd["groups_per_node"])
+    if err:
+        return _invalid(err)
+    conn.execute("INSERT INTO settings(key, value) VALUES ('groups_per_node', ?)"
+                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                 (_json(cmd["groups_per_node"]),))
+    return {"ok": True, "groups_per_node": cmd["groups_per_node"]}
+
+
 def _apply_remove_node(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     if not _bootstrapped(conn):
         return _not_bootstrapped()
@@ -688,4 +754,6 @@ _HANDLERS = {
     "set_node_state": _apply_set_node_state,
     "set_group": _apply_set_group,
     "remove_node": _apply_remove_node,
+    "create_group": _apply_create_group,
+    "set_groups_per_node": _apply_set_groups_per_node,
 }

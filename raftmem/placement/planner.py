@@ -18,7 +18,8 @@ change at a time):
 5. Groups per node (only with a ``groups_per_node`` target): while there are
    fewer data groups than ``ceil(target * live nodes / replicas)``, one new group
    is created on the least-loaded nodes.
-6. Ring balance between data groups (when their owned ranges are known): a
+6. Ring balance between data groups (with a ``groups_per_node`` target, and
+   when the groups' owned ranges are known): a
    move left half done (a frozen range) is finished first; then a group that
    owns less than half the mean share of the ring (a new group owns none) gets
    half of the widest range of the group that owns the most (a split and a
@@ -61,6 +62,7 @@ class GroupInfo:
     ranges: tuple[tuple[int, int], ...] | None = None
     # Frozen ranges of a move left half done: (start, end, target group).
     moving: tuple[tuple[int, int, int], ...] = ()
+    hosted: bool = True  # some voter reports a replica (False: recorded, never created)
 
     def width(self) -> int:
         return sum(e - s for s, e in self.ranges or ())
@@ -236,8 +238,16 @@ def data_groups(view: ClusterView) -> list[GroupInfo]:
 
 def _plan_groups(view: ClusterView, live: list[str], counts: Counter[str], busy: set[int],
                  add: Any) -> None:
-    """Rule 5: create a data group while fewer exist than the groups-per-node target."""
+    """Rule 5: create a data group while fewer exist than the groups-per-node target
+    (first, finish creating one the PD recorded whose replicas never started)."""
     target = view.groups_per_node
+    if not target:
+        return
+    for g in view.groups:
+        if g.id < PD_GROUP_FLOOR and not g.hosted and g.id not in busy:
+            add(Operator("create_group", g.id, g.voters[0], g.conf_ver,
+                         "recorded, but no voter hosts a replica", voters=g.voters))
+            return
     data = data_groups(view)
     if not target or len(live) < view.replicas or len(data) != len(
             [g for g in view.groups if g.id < PD_GROUP_FLOOR]):
@@ -255,7 +265,10 @@ def _plan_groups(view: ClusterView, live: list[str], counts: Counter[str], busy:
 
 
 def _plan_ranges(view: ClusterView, busy: set[int], add: Any) -> None:
-    """Rule 6: finish a half-done move, or give a group short of the ring half a range."""
+    """Rule 6: finish a half-done move, or give a group short of the ring half a range.
+    Only with a groups-per-node target: without one, ranges move only when asked."""
+    if not view.groups_per_node:
+        return
     data = [g for g in data_groups(view) if g.id not in busy]
     for g in data:
         for start, end, to in g.moving:

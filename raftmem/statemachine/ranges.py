@@ -165,8 +165,13 @@ def stage(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
         found = load_namespace(conn, d["name"])
         if found is not None and (found.dim, found.metric) != (d["dim"], d["metric"]):
             return error("namespace_conflict", f"namespace {d['name']!r} differs here")
+    # Definitions accumulate over the move's chunks (a chunk of dedup records
+    # names none; it must not forget those of earlier chunks).
+    known = fetch(conn, "SELECT body FROM staged_namespaces WHERE move = ?", (move,))
+    merged = {d["name"]: d for d in (orjson.loads(known[0][0]) if known else [])}
+    merged.update((d["name"], d) for d in namespaces)
     conn.execute("INSERT OR REPLACE INTO staged_namespaces(move, body) VALUES (?, ?)",
-                 (move, orjson.dumps(namespaces)))
+                 (move, orjson.dumps([merged[k] for k in sorted(merged)])))
     conn.executemany(
         "INSERT OR REPLACE INTO staged(move, ns, id, body) VALUES (?, ?, ?, ?)",
         [(move, r["ns"], r["id"], orjson.dumps(r)) for r in rows])
@@ -236,12 +241,21 @@ def activate(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     if any(r.start < end and start < r.end for r in own.ranges):
         return invalid(f"group {own.group} already owns part of this range")
     defs = fetch(conn, "SELECT body FROM staged_namespaces WHERE move = ?", (move,))
-    for d in orjson.loads(defs[0][0]) if defs else []:
-        if load_namespace(conn, d["name"]) is None:
-            res = create_namespace(conn, {"ns": d["name"], "dim": d["dim"],
-                                          "metric": d["metric"], "ts": d["created_at"]})
+    staged_defs = {d["name"]: d for d in (orjson.loads(defs[0][0]) if defs else [])}
+    # Checked before anything is written: a refusal changes nothing.
+    for (ns,) in fetch(conn, "SELECT DISTINCT ns FROM staged WHERE move = ? ORDER BY ns",
+                       (move,)):
+        if load_namespace(conn, ns) is None and ns not in staged_defs:
+            return error("namespace_not_found",
+                         f"staged memories of namespace {ns!r}, which neither this group "
+                         "nor the move defines", namespace=ns)
+    for name in sorted(staged_defs):
+        d = staged_defs[name]
+        if load_namespace(conn, name) is None:
+            res = create_namespace(conn, {"ns": name, "dim": d["dim"], "metric": d["metric"],
+                                          "ts": d["created_at"]})
             if not res.get("ok"):
-                raise CorruptionError(f"staged namespace {d['name']!r}: {res}")
+                raise CorruptionError(f"staged namespace {name!r}: {res}")
     staged = fetch(conn, "SELECT body FROM staged WHERE move = ? ORDER BY ns, id", (move,))
     sink = INDEX_SINK.get()
     for (body,) in staged:

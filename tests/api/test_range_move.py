@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from raftmem import rangemove
+from raftmem.errors import Unavailable
 from raftmem.keyspace import format_point, hash_key
 from tests.api.helpers import send, until
 from tests.api.test_remote_groups import NS, Cluster, mem, three_nodes
@@ -221,3 +222,57 @@ def test_a_move_stopped_after_any_step_is_finished_by_asking_again(tmp_path: Pat
             "freeze", "stage", "release", "activate", "done"], out[stop]
     # Each part ends owned by group 2 alone.
     assert out["owners"] == {0: [2], 1: [2], 2: [2]}, out["owners"]
+
+
+async def scenario_groups_per_node(tmp_path: Path) -> dict[str, Any]:
+    async with three_nodes(tmp_path) as c:
+        ids = await load_memories(c)
+        load = Load(c, ids)
+        tasks = [asyncio.create_task(load.writer(w)) for w in range(2)]
+        tasks += [asyncio.create_task(load.reader()), asyncio.create_task(load.lister())]
+        # 3 per node on 3 nodes, 2 replicas a group: ceil(9 / 2) = 5 data groups.
+        async def target_set() -> Any:
+            status, body = await send(c.clients["n2"], "PUT", "/admin/placement",
+                                      json={"groups_per_node": 3})
+            assert status in (200, 503), body  # 503: the PD is still starting
+            return body if status == 200 else None
+
+        assert await until(target_set, 30, "the target to be set") == {"groups_per_node": 3}
+
+        async def grown() -> dict[int, Any] | None:
+            try:
+                records = await rangemove.ownerships(c.nodes["n1"])
+            except Unavailable:
+                return None  # a group recorded, its replicas not started yet
+
+            if len(records) < 5 or any(r.frozen for o in records.values() for r in o.ranges):
+                return None
+            share = {g: sum(r.end - r.start for r in o.ranges) / 2**64
+                     for g, o in records.items()}
+            return share if min(share.values()) >= 0.1 else None
+
+        share = await until(grown, 120, "two new groups owning their share of the ring")
+        load.stop.set()
+        await asyncio.gather(*tasks)
+        await check_all_readable(c, load.acked)
+        ops = await c.nodes["n1"].operators()
+        kinds = [(r["kind"], r["group"]) for r in ops["finished"]]
+        held = {g: len([m for m in load.acked if c.nodes["n1"].table.group_for(NS, m) == g])
+                for g in share}
+        return {"share": share, "kinds": kinds, "load": load, "held": held,
+                "failed": ops["failed"]}
+
+
+def test_a_groups_per_node_target_creates_groups_and_moves_ranges_to_them(
+    tmp_path: Path
+) -> None:
+    out = asyncio.run(scenario_groups_per_node(tmp_path))
+    print("groups per node:", {k: out[k] for k in ("share", "kinds", "held", "failed")})
+    # Two groups created, each given a share of the ring by a move. (Which
+    # operators did it is the PD leader's history: it may have changed hands.)
+    assert sorted(out["share"]) == [0, 1, 2, 3, 4]
+    assert min(out["share"].values()) >= 0.1
+    assert out["held"][3] > 0 and out["held"][4] > 0  # the new groups hold memories
+    assert out["load"].errors == [], out["load"].errors[:5]
+    for before, listed in out["load"].listings:
+        assert len(listed) == len(set(listed)) and before <= set(listed)

@@ -425,6 +425,8 @@ def test_a_decodable_command_with_bad_values_is_a_refusal_never_a_halt(op: str,
         "set_node_state": P.set_node_state("n1", "draining"),
         "set_group": P.set_group(0, ["n1", "n2", "n3"], [], 1),
         "remove_node": P.remove_node("n1"),
+        "create_group": P.create_group(7, ["n1", "n2", "n3"]),
+        "set_groups_per_node": P.set_groups_per_node(2),
     }[op]
     cmd = dict(valid)
     for key in data.draw(st.sets(st.sampled_from(sorted(P.REQUIRED_KEYS[op] - {"op"})))):
@@ -443,3 +445,26 @@ def test_a_decodable_command_with_bad_values_is_a_refusal_never_a_halt(op: str,
         if not res["ok"]:
             assert without_index(sm.state()) == without_index(before)
         sm.close()
+
+
+
+def test_create_group_and_the_groups_per_node_target(tmp_path: Path) -> None:
+    sm = P.PDState(str(tmp_path / "pd.db"))
+    sm.apply(1, P.encode(P.bootstrap(NODES, GROUPS, replicas=3, ts=1)))
+    res = sm.apply(2, P.encode(P.create_group(7, ["n1", "n2", "n3"])))
+    assert res["ok"] and res["changed"] and res["group"]["conf_ver"] == 1
+    assert sm.state()["groups"]["7"]["voters"] == ["n1", "n2", "n3"]
+    again = sm.apply(3, P.encode(P.create_group(7, ["n3", "n2", "n1"])))
+    assert again["ok"] and again["changed"] is False
+    other = sm.apply(4, P.encode(P.create_group(7, ["n1", "n2"])))
+    assert other["error"]["code"] == "conflict"
+    sm.apply(5, P.encode(P.set_node_state("n3", "draining")))
+    refused = sm.apply(6, P.encode(P.create_group(8, ["n1", "n2", "n3"])))
+    assert refused["error"]["code"] == "node_not_up" and "8" not in sm.state()["groups"]
+    assert sm.apply(7, P.encode(P.set_groups_per_node(4)))["ok"]
+    assert sm.state()["settings"]["groups_per_node"] == 4
+    assert sm.apply(8, P.encode(P.set_groups_per_node(None)))["ok"]
+    assert sm.state()["settings"]["groups_per_node"] is None
+    with pytest.raises(ValidationError):
+        P.set_groups_per_node(0)
+    sm.close()

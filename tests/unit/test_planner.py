@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from raftmem.placement.planner import parse_view, plan, replica_counts, settled
+from dataclasses import replace as _replace
+
+from raftmem.placement.planner import (
+    RING,
+    ClusterView,
+    parse_view,
+    plan,
+    replica_counts,
+    settled,
+)
 
 
 def kinds(text: str) -> list[str]:
@@ -177,10 +186,6 @@ def test_a_group_waiting_on_a_learner_plans_nothing_but_is_not_settled() -> None
 
 # --- groups per node and ring balance (rules 5 and 6) ---------------------------------------
 
-from dataclasses import replace as _replace  # noqa: E402
-
-from raftmem.placement.planner import RING, ClusterView, GroupInfo  # noqa: E402
-
 Q = RING // 4
 
 
@@ -222,19 +227,21 @@ def test_no_group_is_created_while_a_groups_ranges_are_unknown() -> None:
 
 def test_an_empty_group_gets_half_of_the_widest_range() -> None:
     view = ringed(parse_view(FOUR_NODES), {0: [(0, 2 * Q)], 1: [(2 * Q, 3 * Q)],
-                                           2: [(3 * Q, RING)], 3: []})
+                                           2: [(3 * Q, RING)], 3: []}, gpn=3)
     (op,) = plan(view)
     assert (op.kind, op.group, op.target, op.span) == ("move_range", 0, "3", (Q, 2 * Q))
     assert op.node == "n1" and "g3 owns 0.0%" in op.reason
     # Balanced enough (no group below half the mean share): nothing to move.
     even = ringed(parse_view(FOUR_NODES), {0: [(0, Q)], 1: [(Q, 2 * Q)], 2: [(2 * Q, 3 * Q)],
-                                           3: [(3 * Q, RING)]})
+                                           3: [(3 * Q, RING)]}, gpn=3)
     assert plan(even) == []
+    # Without a groups-per-node target ranges move only when asked.
+    assert plan(_replace(view, groups_per_node=None)) == []
 
 
 def test_a_move_left_half_done_is_finished_before_anything_else() -> None:
     view = ringed(parse_view(FOUR_NODES), {0: [(0, 2 * Q)], 1: [(2 * Q, 3 * Q)],
-                                           2: [(3 * Q, RING)], 3: []})
+                                           2: [(3 * Q, RING)], 3: []}, gpn=3)
     groups = tuple(_replace(g, moving=((Q // 2, Q, 2),)) if g.id == 1 else g
                    for g in view.groups)
     (op,) = plan(_replace(view, groups=groups))
@@ -248,6 +255,6 @@ def test_ring_balance_waits_for_the_groups_other_operators() -> None:
         0     | n1 n2 n3 | n4       | n1
         1     | n2 n3 n4 |          | n2
     """)
-    view = ringed(view, {0: [(0, RING)], 1: []})
+    view = ringed(view, {0: [(0, RING)], 1: []}, gpn=1)
     # Group 0 waits on its learner; the move is planned once it is free.
     assert [op.kind for op in plan(view)] == []
