@@ -695,3 +695,97 @@ def test_operator_ids_are_unique_and_increasing(tmp_path: Path) -> None:
     prog = ex.progress()
     ids = [h["id"] for h in prog["finished"]]  # in the order they finished
     assert sorted(ids) == list(range(1, prog["counts"]["started"] + 1))
+
+
+# --- groups per node: create_group and move_range --------------------------------------------
+
+RING = 1 << 64
+
+
+class GrowingCluster(FakeCluster):
+    """FakeCluster whose groups own ring ranges (as the PD reads them from the groups'
+    records) and that can create groups and move ranges."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        n = len(self.groups)
+        self.ranges: dict[int, list[tuple[int, int]]] = {
+            g: [(g * RING // n, (g + 1) * RING // n)] for g in sorted(self.groups)}
+
+    async def observe(self) -> Observation:
+        obs = await super().observe()
+        gpn = self.pd.state()["settings"].get("groups_per_node")
+        groups = tuple(replace(g, ranges=tuple(self.ranges[g.id])) if g.id in self.ranges
+                       else g for g in obs.view.groups)
+        return replace(obs, view=replace(obs.view, groups=groups, groups_per_node=gpn))
+
+    async def create_group(self, group: int, voters: Sequence[str]) -> None:
+        self._call("create_group", group, tuple(voters))
+        if str(group) not in self.pd.state()["groups"]:
+            self.violations.append(f"g{group}: replicas created before the PD recorded it")
+        if group not in self.groups:
+            self.groups[group] = FakeGroup(group, voters[0], {n: "voter" for n in voters},
+                                           {n: 10 for n in voters})
+            self.ranges[group] = []
+
+    async def record_new_group(self, group: int, voters: Sequence[str]) -> dict[str, Any]:
+        self._call("record_new_group", group, tuple(voters))
+        return self.pd_apply(P.create_group(group, voters))
+
+    async def move_range(self, source: int, target: int, start: int, end: int) -> None:
+        self._call("move_range", source, target, start, end)
+        if target not in self.groups:
+            raise RuntimeError(f"no group {target}")
+        src = self.ranges[source]
+        holder = next((r for r in src if r[0] <= start and end <= r[1]), None)
+        if holder is None:
+            return  # moved already (an answer lost): nothing to do
+        src.remove(holder)
+        src += [r for r in ((holder[0], start), (end, holder[1])) if r[0] < r[1]]
+        self.ranges[target].append((start, end))
+
+    def shares(self) -> dict[int, float]:
+        return {g: sum(e - s for s, e in rs) / RING for g, rs in self.ranges.items()}
+
+
+def test_a_groups_per_node_target_grows_the_cluster_and_spreads_the_ring(tmp_path: Path) -> None:
+    nodes = ["n1", "n2", "n3", "n4"]
+    cluster = GrowingCluster(tmp_path / "pd.db", nodes, place_replicas(nodes, 4, 3))
+    assert cluster.pd_apply(P.set_groups_per_node(4))["ok"]
+    ex = make_executor(cluster)
+    asyncio.run(drive(cluster, ex))
+    # ceil(4 x 4 / 3) = 6 data groups; every one owns at least half its share.
+    assert sorted(cluster.groups) == [0, 1, 2, 3, 4, 5]
+    assert min(cluster.shares().values()) >= 0.5 / 6, cluster.shares()
+    assert abs(sum(cluster.shares().values()) - 1.0) < 1e-9
+    cluster.assert_consistent()
+    created = [c for c in cluster.calls if c[0] == "record_new_group"]
+    assert [c[1] for c in created] == [4, 5]
+    assert len([c for c in cluster.calls if c[0] == "move_range"]) >= 2
+
+
+def test_a_group_recorded_by_a_pd_leader_that_died_is_created_by_the_next(
+    tmp_path: Path
+) -> None:
+    nodes = ["n1", "n2", "n3"]
+    cluster = GrowingCluster(tmp_path / "pd.db", nodes, place_replicas(nodes, 3, 3))
+    assert cluster.pd_apply(P.set_groups_per_node(4))["ok"]
+    cluster.raise_once.add("create_group")  # the first leader records, then is gone
+    first = make_executor(cluster)
+
+    async def until_recorded() -> None:
+        for _ in range(20):
+            await first.run_once(cluster.observe)
+            if "3" in cluster.pd.state()["groups"]:
+                return
+        raise AssertionError("group 3 was never recorded")
+
+    asyncio.run(until_recorded())
+    assert 3 not in cluster.groups  # recorded, never created
+    # A new PD leader: a fresh executor, nothing of the first one's state.
+    second = make_executor(cluster)
+    asyncio.run(drive(cluster, second))
+    assert 3 in cluster.groups and sorted(cluster.groups[3].hosted) == \
+        sorted(cluster.pd.state()["groups"]["3"]["voters"])
+    assert cluster.violations == []
+    cluster.assert_consistent()
