@@ -1,8 +1,8 @@
 """The placement planner: from a view of the cluster, the operators that fix it. Pure.
 
-Groundwork for the placement driver (docs/placement.md): it plans, it never
-acts. An executor (not built yet) runs each operator one safe step at a time
-and judges completion from reported state; every operator carries the group's
+Part of the placement driver (docs/placement.md): it plans, it never acts. The
+executor (executor.py) runs each operator one safe step at a time and judges
+completion from reported state; a membership operator carries the group's
 ``conf_ver`` it was planned against and is cancelled if that changed.
 
 Rules, in priority order (one operator per group per pass: one membership
