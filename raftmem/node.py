@@ -822,13 +822,22 @@ class Node:
 
     async def _read(
         self, ns: str, opts: ReadOptions, run: Callable[[str], Awaitable[T]],
-        memories_of: Callable[[T], list[Memory]],
+        memories_of: Callable[[T], list[Memory]], confirm_miss: bool = False,
     ) -> T:
         """Run a read at the request's tier; if what it returned carries a tag whose
-        floor is stronger, run it again at the floor (a floor is never undercut)."""
+        floor is stronger, run it again at the floor (a floor is never undercut).
+
+        ``confirm_miss`` (a single-key read): a miss at a weak tier says nothing
+        about the tags of a memory the replica has not seen yet, so it is
+        confirmed at the strongest floor configured."""
         tier = self._tier(ns, opts)
         result = await run(tier)
-        floor = self._floor(memories_of(result))
+        memories = memories_of(result)
+        floors = self.spec.consistency["tag_floors"]
+        if confirm_miss and not memories and floors:
+            floor: str | None = strongest(*floors.values())
+        else:
+            floor = self._floor(memories)
         if floor is not None and effective_tier(tier, floor) != tier:
             result = await run(effective_tier(tier, floor))
         return result
@@ -1163,7 +1172,7 @@ class Node:
             table = self.table
             try:
                 m = await self._read(ns, opts, functools.partial(at, table.group_for(ns, memory_id)),
-                                     lambda m: [m] if m else [])
+                                     lambda m: [m] if m else [], confirm_miss=True)
                 break
             except EpochMismatch as e:
                 attempt += 1

@@ -92,6 +92,15 @@ def test_lease_and_linearizable_reads_on_the_leader_add_nothing_to_the_log(
         cluster: LocalCluster) -> None:
     put(cluster, "n1", "l1")
     group = group_of(cluster, "l1")
+
+    def settled() -> bool:
+        # The placement driver balances leaders after start: a transfer ends a
+        # leader's lease (its reads then take ReadIndex rounds). Measure once it
+        # has nothing left to do.
+        r = cluster.client("n1").get("/admin/operators")
+        return r.status == 200 and bool(r.json().get("balanced")) and not r.json()["running"]
+
+    wait_for(settled, 30, "the placement driver to settle")
     leader = wait_for(lambda: cluster.leader_of(group), 10, "a leader")
     c = cluster.client(leader)
 
