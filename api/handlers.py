@@ -211,14 +211,16 @@ async def list_ranges(call: Call) -> Reply:
 
 
 class RangeService(Protocol):
-    async def move_range(self, start: str, end: str, to_group: int) -> dict[str, Any]:
+    async def move_range(self, start: str, end: str, to_group: int,
+                         stop_after: str | None = None) -> dict[str, Any]:
         ...
 
 
 async def move_range(call: Call) -> Reply:
     body = call.body
     service = cast(RangeService, call.service)
-    return Reply(200, await service.move_range(body["start"], body["end"], body["to_group"]))
+    return Reply(200, await service.move_range(body["start"], body["end"], body["to_group"],
+                                               body.get("stop_after")))
 
 
 class PlacementService(Protocol):

@@ -520,6 +520,9 @@ MOVE_RANGE_REQUEST: Schema = {
         "end": ref("RingPoint"),
         "to_group": {"type": "integer", "minimum": 0,
                      "description": "The group that is to own the range."},
+        "stop_after": {"type": "string", "enum": ["freeze", "stage", "release"],
+                       "description": "Fault injection: end the move after this step, as "
+                       "a crash of the driving node there would (asking again finishes it)."},
     },
 }
 MOVE_RANGE_REPORT: Schema = {

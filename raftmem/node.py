@@ -1312,14 +1312,16 @@ class Node:
             "routing_refreshes": self.routing_refreshes,
         }
 
-    async def move_range(self, start: str, end: str, to_group: int) -> dict[str, Any]:
-        """``POST /admin/ranges/move`` (raftmem/rangemove.py)."""
+    async def move_range(self, start: str, end: str, to_group: int,
+                         stop_after: str | None = None) -> dict[str, Any]:
+        """``POST /admin/ranges/move`` (raftmem/rangemove.py); ``stop_after``: fault
+        injection, the move ends after that step as a crash there would end it."""
         try:
             a, b = parse_point(start), parse_point(end)
         except ValueError as e:
             raise ValidationError(str(e), field="start") from None
         async with self._move_lock:
-            return await rangemove.move_range(self, a, b, to_group)
+            return await rangemove.move_range(self, a, b, to_group, stop_after=stop_after)
 
     async def _at_pd_leader(self, action: str, body: dict[str, Any]) -> Any:
         """Run a placement action on the PD's leader (here, or forwarded there)."""
@@ -1414,6 +1416,8 @@ class Node:
                 "lag": max(0, st["commit_index"] - st["raft_applied_index"]),
                 "epoch": None if own is None
                 else {"version": own.version, "conf_ver": own.conf_ver},
+                # The ranges the group's record owns, as this node's replica has it.
+                "ranges": None if own is None else own.to_dict()["ranges"],
             }
         pd_state = self.pd.local_state() if self.pd.hosts_pd() else self.pd.state
         return {

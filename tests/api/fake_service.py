@@ -455,7 +455,8 @@ class FakeMemoryService:
             "routing_refreshes": 0,
         }
 
-    async def move_range(self, start: str, end: str, to_group: int) -> dict[str, Any]:
+    async def move_range(self, start: str, end: str, to_group: int,
+                         stop_after: str | None = None) -> dict[str, Any]:
         self._enter("move_range", start, end, to_group)
         steps = [{"step": "freeze", "seconds": 0.01, "group": 0},
                  {"step": "stage", "seconds": 0.02, "group": to_group, "memories": 3},
