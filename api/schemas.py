@@ -461,6 +461,15 @@ OPERATOR_LIST: Schema = {
         "auto_rebalance": {"type": "boolean",
                            "description": "The leader runs a pass by itself twice a second."},
         "pd_leader": {"type": "string", "description": "The node that answered (PD leader)."},
+        "load": {
+            "type": "object",
+            "description": "Per registered node: replicas (the PD's record), leaderships, and "
+            "bytes of its data-group databases (its latest heartbeat; null when none is "
+            "fresh).",
+            "additionalProperties": {"type": "object", "properties": {
+                "replicas": {"type": "integer"}, "leaders": {"type": "integer"},
+                "data_bytes": {"type": ["integer", "null"]}}},
+        },
         "live": {"type": "array", "items": {"type": "string"},
                  "description": "Nodes with a recent heartbeat."},
     },

@@ -853,6 +853,13 @@ def admin_operators(recent: int, node_addr: str, timeout: float, as_json: bool) 
                f"auto rebalance {auto}; live: {' '.join(body.get('live', [])) or '-'}")
     click.echo(f"operators: {c['running']} running, {c['started']} started, {c['done']} done, "
                f"{c['failed']} failed, {c['cancelled']} cancelled")
+    load = body.get("load") or {}
+    if load:
+        click.echo("")
+        click.echo(format_table(["NODE", "REPLICAS", "LEADERS", "DATA"], [
+            [n, v.get("replicas"), v.get("leaders"),
+             "-" if v.get("data_bytes") is None else f"{v['data_bytes'] / 2**20:.1f} MiB"]
+            for n, v in sorted(load.items())]))
     history = sorted([o for k in ("finished", "failed", "cancelled") for o in body[k]],
                      key=lambda o: o["id"], reverse=True)[:recent]
     ops = sorted(body["running"], key=lambda o: o["id"]) + history

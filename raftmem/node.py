@@ -264,6 +264,19 @@ class Node:
             return StateMachine(path, genesis=self.initial_table.ownership(int(name[1:])))
         raise ValueError(f"{path} is no group's database")
 
+    def data_bytes(self) -> int:
+        """Bytes of this node's data-group databases (files and their WALs)."""
+        total = 0
+        for g in self._local_groups():
+            if g == PD_GROUP:
+                continue
+            for suffix in ("", "-wal"):
+                try:
+                    total += os.path.getsize(self._db_path(g) + suffix)
+                except OSError:
+                    pass
+        return total
+
     def _db_path(self, group: int) -> str:
         return os.path.join(self.data_dir, "groups", f"g{group}", "state.db")
 

@@ -240,7 +240,8 @@ class PlacementDriver:
         status = self.node.host.status()
         return {"node": self.node.node_id,
                 "api": self.node.me.api, "raft": self.node.me.raft,
-                "groups": {str(g): replica_report(st) for g, st in status.items()}}
+                "groups": {str(g): replica_report(st) for g, st in status.items()},
+                "data_bytes": self.node.data_bytes()}
 
     async def tick(self) -> None:
         report = self.my_report()
@@ -439,6 +440,27 @@ class PlacementDriver:
         out["auto_rebalance"] = self.auto_rebalance
         out["pd_leader"] = self.node.node_id
         out["live"] = sorted(self.live())
+        out["load"] = self.load()
+        return out
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """Per registered node: replicas (the PD's record), leaderships and bytes of
+        data-group databases (its latest heartbeat; None when none is fresh)."""
+        state = self.local_state()
+        reports = self.reports()
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        for nid, n in sorted(state.get("nodes", {}).items()):
+            if n.get("state") == "removed":
+                continue
+            seen = self.heartbeats.get(nid)
+            fresh = seen is not None and now - seen[0] < LIVENESS_S
+            out[nid] = {
+                "replicas": sum(nid in (*g["voters"], *g["learners"])
+                                for g in state.get("groups", {}).values()),
+                "leaders": sum(r.leader == nid for r in reports.values()),
+                "data_bytes": seen[1].get("data_bytes") if fresh and seen is not None else None,
+            }
         return out
 
     async def rebalance(self, dry_run: bool) -> dict[str, Any]:

@@ -499,7 +499,9 @@ class FakeMemoryService:
 
     def _progress(self) -> dict[str, Any]:
         return {**self.executor.progress(), "auto_rebalance": self.auto_rebalance,
-                "pd_leader": "fake-1", "live": sorted(self.registry)}
+                "pd_leader": "fake-1", "live": sorted(self.registry),
+                "load": {n: {"replicas": len(self.holding.get(n, [])), "leaders": 1,
+                             "data_bytes": 3 * 2**20} for n in sorted(self.registry)}}
 
     async def operators(self) -> dict[str, Any]:
         """The executor's progress. With ``auto_rebalance`` (the node's default) every

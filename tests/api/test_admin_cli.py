@@ -210,6 +210,9 @@ def test_operators_table(server: tuple[str, FakeMemoryService]) -> None:
     assert lines[0] == ("placement driver leader fake-1: not balanced, 3 passes, "
                         "auto rebalance off; live: fake-1")
     assert lines[1] == "operators: 1 running, 2 started, 0 done, 1 failed, 0 cancelled"
+    assert lines[3].split() == ["NODE", "REPLICAS", "LEADERS", "DATA"]
+    assert lines[4].split() == ["fake-1", "2", "1", "3.0", "MiB"]
+    lines = lines[3:]  # the operators after the load table
     assert lines[3].split() == ["ID", "KIND", "GROUP", "NODE", "STEP", "ELAPSED", "STATUS",
                                 "ERROR"]
     assert lines[4].split() == ["1", "add_learner", "0", "n4", "add_learner", "3/5", "1.0s",

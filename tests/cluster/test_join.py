@@ -191,6 +191,7 @@ async def scenario(tmp: Path) -> dict[str, Any]:
         out["groups"] = {g: (v["voters"], v["learners"], v["conf_ver"])
                          for g, v in state["groups"].items()}
         out["progress"] = {k: ops[k] for k in ("balanced", "passes", "counts")}
+        out["pd_load"] = ops.get("load")
         out["hosted_before"] = before
         out["hosted_after"] = {n: sorted(node._local_groups()) for n, node in nodes.items()}
         leaders = {g: st["leader"] for node in nodes.values()
@@ -223,6 +224,9 @@ def test_a_fourth_node_joins_under_load_and_the_cluster_rebalances(tmp_path: Pat
     assert all(abs(counts.get(n, 0) - mean) <= 1 for n in ("n1", "n2", "n3", "n4")), \
         (counts, out["groups"], out["progress"], out["failed_operators"])
     assert "n4" in out["leaders"].values(), out["leaders"]
+    # The PD's view of the load: n4's replicas and the bytes of its databases.
+    load = out["pd_load"]["n4"]
+    assert load["replicas"] == counts["n4"] and load["data_bytes"] > 1_000_000, out["pd_load"]
     assert out["load"]["error_count"] == 0, out["load"]
     assert out["load"]["ok"].get("write", 0) > 0 and out["load"]["ok"].get("read", 0) > 0
     assert out["missing"] == {"n1": 0, "n2": 0, "n3": 0, "n4": 0}, out["missing"]
