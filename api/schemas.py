@@ -347,6 +347,10 @@ RANGES: Schema = {
     "type": "object",
     "required": ["node", "epoch", "ranges", "routing_refreshes"],
     "properties": {
+        "pd_table": {
+            "description": "The range table the placement driver last recorded from the "
+            "groups' records (the whole ring at one version; the records decide requests).",
+        },
         "node": {"type": "string"},
         "epoch": ref("Epoch"),
         "ranges": {"type": "array", "items": ref("RangeInfo")},

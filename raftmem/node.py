@@ -1323,6 +1323,9 @@ class Node:
             "epoch": {"version": table.version, "conf_ver": table.conf_ver},
             "ranges": out,
             "routing_refreshes": self.routing_refreshes,
+            # The range table the placement driver last recorded (a settled ring).
+            "pd_table": (self.pd.local_state() if self.pd.hosts_pd() else self.pd.state)
+            .get("ranges"),
         }
 
     async def move_range(self, start: str, end: str, to_group: int,

@@ -35,7 +35,7 @@ import structlog
 
 from raftmem.config import parse_addr
 from raftmem.errors import CommitTimeout, RaftmemError, Unavailable, ValidationError
-from raftmem.keyspace import format_point
+from raftmem.keyspace import Ownership, covers_ring_once, format_point
 from raftmem.placement import pdstate
 from raftmem.placement.executor import (
     LEARNER,
@@ -171,6 +171,8 @@ class PlacementDriver:
         # from since is suspect, not down, for DOWN_AFTER_S.
         self._tracking_since: float | None = None
         self.bootstrap_proposed = False
+        # The groups' ownership records as last read (monotonic time, by group).
+        self._records: tuple[float, dict[int, Ownership]] = (float("-inf"), {})
         self.last_error: str | None = None
 
     # -- where things are ----------------------------------------------------------------
@@ -275,6 +277,7 @@ class PlacementDriver:
                         await self.executor.run_once(self.observation)
                 await self.reconcile()
                 await self.finish_removals()
+                await self.record_ranges()
 
     def local_state(self) -> dict[str, Any]:
         r = self.node.host.replicas.get(PD_GROUP)
@@ -400,6 +403,7 @@ class PlacementDriver:
             records = {o.group: o for o in await self.node._ownerships()}
         except RaftmemError:
             records = {}
+        self._records = (time.monotonic(), records)
         groups = []
         for g in view.groups:
             own = records.get(g.id)
@@ -492,6 +496,31 @@ class PlacementDriver:
         return {"dry_run": False, "node": self.node.node_id,
                 "started": [r.to_dict(time.monotonic()) for r in result.started],
                 "balanced": result.balanced, "progress": self.progress()}
+
+    async def record_ranges(self) -> None:
+        """Record the range table in the PD's state when the groups' records show a
+        newer one: the whole ring, each range with its group and the version it was
+        received at. Only a settled ring is recorded (covered exactly once, nothing
+        frozen); the records stay the truth for every request."""
+        seen_at, records = self._records
+        if time.monotonic() - seen_at > 2.0:
+            try:
+                records = {o.group: o for o in await self.node._ownerships()}
+            except RaftmemError:
+                return
+            self._records = (time.monotonic(), records)
+        if not records or not covers_ring_once([o.to_dict() for o in records.values()]) \
+                or any(r.frozen for o in records.values() for r in o.ranges):
+            return
+        version = max(o.version for o in records.values())
+        if version <= int((self.local_state().get("ranges") or {}).get("version") or 0):
+            return
+        table = sorted(((r.start, r.end, g, r.version) for g, o in records.items()
+                        for r in o.ranges))
+        res = await self.propose(pdstate.set_ranges(version, [
+            {"start": format_point(a), "end": format_point(b), "group": g, "version": v}
+            for a, b, g, v in table]))
+        log.info("pd_ranges_recorded", version=version, ranges=len(table), ok=res.get("ok"))
 
     async def reconcile(self) -> None:
         """Record a group's configuration as its leader reports it, when the PD's

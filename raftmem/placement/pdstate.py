@@ -39,6 +39,11 @@ Commands (``b"\\x01" + orjson(object)``, built by the functions below):
                     the same again is a no-op, other voters for an existing id
                     are refused (``conflict``).
 ``set_groups_per_node``  the data groups per node to aim for, or null.
+``set_ranges``      the range table (ring ranges -> group, each with the version at
+                    which its group received it) at table ``version``; applied only
+                    if newer than the recorded one. The groups' own ownership
+                    records stay the truth (they decide every request); this is
+                    the whole ring at one epoch, as the PD's leader last saw it.
 
 Every command but ``bootstrap`` is refused (``not_bootstrapped``) before it.
 
@@ -76,6 +81,7 @@ REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "remove_node": frozenset({"op", "id"}),
     "create_group": frozenset({"op", "group", "voters"}),
     "set_groups_per_node": frozenset({"op", "groups_per_node"}),
+    "set_ranges": frozenset({"op", "version", "ranges"}),
 }
 
 _DDL = """
@@ -85,6 +91,13 @@ CREATE TABLE IF NOT EXISTS meta(
 );
 INSERT OR IGNORE INTO meta(key, value) VALUES ('applied_index', 0);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('bootstrapped', 0);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('ranges_version', 0);
+CREATE TABLE IF NOT EXISTS ranges(
+    start TEXT PRIMARY KEY,
+    end   TEXT NOT NULL,
+    grp   INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings(
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -300,6 +313,33 @@ def set_groups_per_node(groups_per_node: int | None) -> dict[str, Any]:
     cmd = {"op": "set_groups_per_node", "groups_per_node": groups_per_node}
     _raise_if(_check_gpn(groups_per_node))
     return cmd
+
+
+def set_ranges(version: int, ranges: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    cmd = {"op": "set_ranges", "version": version, "ranges": [dict(r) for r in ranges]}
+    _raise_if(_check_ranges(cmd))
+    return cmd
+
+
+def _check_ranges(cmd: Mapping[str, Any]) -> str | None:
+    if not _is_int(cmd["version"], 1):
+        return "version must be a positive integer"
+    ranges = cmd["ranges"]
+    if not isinstance(ranges, list) or not ranges:
+        return "ranges must be a non-empty list"
+    at = "0000000000000000"
+    for r in ranges:
+        if not isinstance(r, dict) or set(r) != {"start", "end", "group", "version"}:
+            return "a range has exactly start, end, group and version"
+        if not all(isinstance(r[k], str) for k in ("start", "end")) \
+                or not _is_int(r["group"], 0) or not _is_int(r["version"], 0):
+            return "a range's bounds are ring points and its group and version integers"
+        if r["start"] != at or not (r["end"] == "end" or r["end"] > r["start"]):
+            return "ranges must be in ring order, contiguous, from the ring's start"
+        at = r["end"]
+    if at != "end":
+        return "ranges must cover the ring to its end"
+    return None
 
 
 def _check_create_group(cmd: Mapping[str, Any]) -> str | None:
@@ -586,8 +626,12 @@ def _read_state(conn: apsw.Connection) -> dict[str, Any]:
     for row in _fetch(conn, "SELECT id, voters, learners, conf_ver FROM shard_groups ORDER BY id"):
         g = _group_from_row(row)
         groups[str(g["id"])] = g
+    version = _fetch(conn, "SELECT value FROM meta WHERE key = 'ranges_version'")
+    ranges = [{"start": s, "end": e, "group": g, "version": v} for s, e, g, v in _fetch(
+        conn, "SELECT start, end, grp, version FROM ranges ORDER BY start")]
     return {"bootstrapped": _bootstrapped(conn), "settings": settings, "nodes": nodes,
-            "groups": groups}
+            "groups": groups,
+            "ranges": {"version": int(version[0][0]) if version else 0, "ranges": ranges}}
 
 
 def _holding(conn: apsw.Connection, node_id: str) -> list[int]:
@@ -715,6 +759,22 @@ def _apply_create_group(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     return {"ok": True, "changed": True, "group": _group(conn, gid)}
 
 
+def _apply_set_ranges(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
+    if not _bootstrapped(conn):
+        return _not_bootstrapped()
+    err = _check_ranges(cmd)
+    if err:
+        return _invalid(err)
+    current = int(_fetch(conn, "SELECT value FROM meta WHERE key = 'ranges_version'")[0][0])
+    if cmd["version"] <= current:
+        return {"ok": True, "changed": False, "version": current}
+    conn.execute("DELETE FROM ranges")
+    conn.executemany("INSERT INTO ranges(start, end, grp, version) VALUES (?, ?, ?, ?)",
+                     [(r["start"], r["end"], r["group"], r["version"]) for r in cmd["ranges"]])
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'ranges_version'", (cmd["version"],))
+    return {"ok": True, "changed": True, "version": cmd["version"]}
+
+
 def _apply_set_groups_per_node(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     if not _bootstrapped(conn):
         return _not_bootstrapped()
@@ -756,4 +816,5 @@ _HANDLERS = {
     "remove_node": _apply_remove_node,
     "create_group": _apply_create_group,
     "set_groups_per_node": _apply_set_groups_per_node,
+    "set_ranges": _apply_set_ranges,
 }

@@ -257,10 +257,16 @@ async def scenario_groups_per_node(tmp_path: Path) -> dict[str, Any]:
         await check_all_readable(c, load.acked)
         ops = await c.nodes["n1"].operators()
         kinds = [(r["kind"], r["group"]) for r in ops["finished"]]
+
+        async def pd_table() -> Any:
+            t = (await c.nodes["n1"].ranges())["pd_table"] or {}
+            return t if {r["group"] for r in t.get("ranges", [])} == set(share) else None
+
+        table = await until(pd_table, 30, "the PD to record the grown range table")
         held = {g: len([m for m in load.acked if c.nodes["n1"].table.group_for(NS, m) == g])
                 for g in share}
         return {"share": share, "kinds": kinds, "load": load, "held": held,
-                "failed": ops["failed"]}
+                "failed": ops["failed"], "table": table}
 
 
 def test_a_groups_per_node_target_creates_groups_and_moves_ranges_to_them(
@@ -273,6 +279,10 @@ def test_a_groups_per_node_target_creates_groups_and_moves_ranges_to_them(
     assert sorted(out["share"]) == [0, 1, 2, 3, 4]
     assert min(out["share"].values()) >= 0.1
     assert out["held"][3] > 0 and out["held"][4] > 0  # the new groups hold memories
+    # The PD's recorded range table: the whole ring, newer than the initial one.
+    assert out["table"]["version"] >= 2
+    assert out["table"]["ranges"][0]["start"] == "0000000000000000"
+    assert out["table"]["ranges"][-1]["end"] == "end"
     assert out["load"].errors == [], out["load"].errors[:5]
     for before, listed in out["load"].listings:
         assert len(listed) == len(set(listed)) and before <= set(listed)

@@ -427,6 +427,8 @@ def test_a_decodable_command_with_bad_values_is_a_refusal_never_a_halt(op: str,
         "remove_node": P.remove_node("n1"),
         "create_group": P.create_group(7, ["n1", "n2", "n3"]),
         "set_groups_per_node": P.set_groups_per_node(2),
+        "set_ranges": P.set_ranges(2, [{"start": "0000000000000000", "end": "end", "group": 0,
+                                        "version": 1}]),
     }[op]
     cmd = dict(valid)
     for key in data.draw(st.sets(st.sampled_from(sorted(P.REQUIRED_KEYS[op] - {"op"})))):
@@ -467,4 +469,22 @@ def test_create_group_and_the_groups_per_node_target(tmp_path: Path) -> None:
     assert sm.state()["settings"]["groups_per_node"] is None
     with pytest.raises(ValidationError):
         P.set_groups_per_node(0)
+    sm.close()
+
+
+
+def test_the_range_table_is_recorded_only_when_newer_and_whole(tmp_path: Path) -> None:
+    sm = P.PDState(str(tmp_path / "pd.db"))
+    sm.apply(1, P.encode(P.bootstrap(NODES, GROUPS, replicas=3, ts=1)))
+    assert sm.state()["ranges"] == {"version": 0, "ranges": []}
+    table = [{"start": "0000000000000000", "end": "8000000000000000", "group": 0, "version": 1},
+             {"start": "8000000000000000", "end": "end", "group": 1, "version": 2}]
+    assert sm.apply(2, P.encode(P.set_ranges(2, table)))["changed"]
+    assert sm.state()["ranges"] == {"version": 2, "ranges": table}
+    assert sm.apply(3, P.encode(P.set_ranges(2, table[:1] + [{**table[1], "group": 0}])))[
+        "changed"] is False  # not newer: the table stays
+    assert sm.state()["ranges"]["ranges"][1]["group"] == 1
+    for bad in ([table[1]], table[:1], [table[0], {**table[1], "start": "9000000000000000"}]):
+        with pytest.raises(ValidationError):
+            P.set_ranges(3, bad)  # not from the start, not to the end, a gap
     sm.close()
