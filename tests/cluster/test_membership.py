@@ -224,12 +224,18 @@ def test_defect_6_one_membership_change_at_a_time(tmp_path, fixed: bool) -> None
         assert out == [True, True], out
 
 
-async def transfer_under_load(tmp: str) -> dict[str, Any]:
+def three_hosts(tmp: str) -> dict[str, GroupHost]:
+    """Three started hosts, each with a replica of group 0."""
     ports = free_ports(3)
     peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(3)}
     hs = {n: make_host(tmp, n, peers, {0: list(peers)}) for n in peers}
     for h in hs.values():
         h.start()
+    return hs
+
+
+async def transfer_under_load(tmp: str) -> dict[str, Any]:
+    hs = three_hosts(tmp)
     stop = asyncio.Event()
     written = 0
 
