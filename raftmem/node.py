@@ -939,9 +939,12 @@ class Node:
         definition = res["namespace"]
         created = bool(res.get("created", False))
         # The catalog group decided the definition; install exactly it on every
-        # other group (idempotent, so a retried PUT finishes a partial one).
+        # other group that owns a range (idempotent, so a retried PUT finishes a
+        # partial one). A group that owns none yet (being created) gets it with
+        # its first range (staged with the move) or its first write.
+        owning = {r.group for r in self.table.ranges}
         await asyncio.gather(*(
-            self._install_namespace(g, definition) for g in self.table.groups if g != CATALOG_GROUP
+            self._install_namespace(g, definition) for g in sorted(owning) if g != CATALOG_GROUP
         ))
         self._namespaces[ns] = definition
         return definition, created
