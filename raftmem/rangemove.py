@@ -198,5 +198,9 @@ async def _stage(node: Node, source: int, target: int, start: int, end: int, mid
             await node._write(target, commands.range_stage(start, end, mid, [], [],
                                                            got["requests"]))
         if got["next"] is None:
-            return staged
+            break
         cursor = got["next"]
+    # The last staging command, also for an empty range: the target activates
+    # only a move it has staged (statemachine/ranges.py, activate).
+    await node._write(target, commands.range_stage(start, end, mid, list(names.values()), []))
+    return staged

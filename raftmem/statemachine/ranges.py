@@ -241,7 +241,12 @@ def activate(conn: apsw.Connection, cmd: dict[str, Any]) -> Result:
     if any(r.start < end and start < r.end for r in own.ranges):
         return invalid(f"group {own.group} already owns part of this range")
     defs = fetch(conn, "SELECT body FROM staged_namespaces WHERE move = ?", (move,))
-    staged_defs = {d["name"]: d for d in (orjson.loads(defs[0][0]) if defs else [])}
+    if not defs:
+        # Every staging command leaves this row, the last one even for an empty
+        # range: without it this group staged nothing for the move, and taking
+        # the range would take it empty (another move's, or none at all).
+        return invalid(f"nothing was staged here for move {move!r}")
+    staged_defs = {d["name"]: d for d in orjson.loads(defs[0][0])}
     # Checked before anything is written: a refusal changes nothing.
     for (ns,) in fetch(conn, "SELECT DISTINCT ns FROM staged WHERE move = ? ORDER BY ns",
                        (move,)):

@@ -239,3 +239,18 @@ def test_dedup_records_move_with_their_keys(groups: Any) -> None:
         left = {row["request_id"] for kind, row, _ in r._records() if kind == "request"}
     assert "rq-stay" in left and not any(f"rq-{m}" in left for m in mids)
     assert la(C.patch("ns", stay, {"text": "stays"}, None, 61, "rq-stay", None)) == kept
+
+
+def test_a_group_activates_only_a_move_it_staged(groups: Any) -> None:
+    """A range released by one move cannot be taken by a group that staged nothing
+    for it (another target, or a mistaken request): it would own it empty."""
+    a, b, la, lb = groups
+    la(C.range_freeze(START, END, MOVE))
+    stage_all(a, lb)
+    la(C.range_release(START, END, MOVE, 2))
+    res = lb(C.range_activate(START, END, "another-move", 2))
+    assert res["error"]["code"] == "invalid_request" and "nothing was staged" in \
+        res["error"]["message"]
+    assert b.ownership is not None and b.ownership.range_for(START) is None
+    # The move that staged activates.
+    assert lb(C.range_activate(START, END, MOVE, 2))["changed"]
