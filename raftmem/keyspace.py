@@ -171,18 +171,21 @@ class Ownership:
         return own
 
 
-def covers_ring_once(records: Sequence[Mapping[str, Any] | None]) -> bool:
-    """Do these ownership records (as dicts; one per group read) cover every point
-    of the ring exactly once? A missing record (a database that checks nothing)
-    makes the answer yes: there is nothing to check."""
+def covers_ring_once(records: Sequence[Ownership | Mapping[str, Any] | None]) -> bool:
+    """Do these ownership records (one per group read; objects, or dicts as another
+    node sent them) cover every point of the ring exactly once? A missing record
+    (a database that checks nothing) makes the answer yes: nothing to check."""
     spans: list[tuple[int, int]] = []
     for d in records:
         if d is None:
             return True
-        try:
-            own = Ownership.from_dict(d)
-        except ValueError:
-            return False
+        if isinstance(d, Ownership):
+            own = d
+        else:
+            try:
+                own = Ownership.from_dict(d)
+            except ValueError:
+                return False
         spans.extend((r.start, r.end) for r in own.ranges)
     spans.sort()
     at = 0

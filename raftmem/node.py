@@ -178,7 +178,7 @@ class _Served:
     lag: int  # commit index - applied, on that replica
     # The group's ownership record in the state read (None: it checks none).
     # A scatter read checks that its parts' records cover the ring once.
-    ownership: dict[str, Any] | None = None
+    ownership: Ownership | dict[str, Any] | None = None
 
 
 class _Barrier:
@@ -623,7 +623,9 @@ class Node:
         served = await self._serve_read(group, tier, need, staleness, spec)
         return {"result": served.result, "applied_index": served.applied,
                 "replica": served.replica, "staleness_ms": served.staleness_ms,
-                "lag": served.lag, "tier": tier, "ownership": served.ownership}
+                "lag": served.lag, "tier": tier,
+                "ownership": served.ownership.to_dict()
+                if isinstance(served.ownership, Ownership) else served.ownership}
 
     async def _write(self, group: int, cmd: dict[str, Any]) -> dict[str, Any]:
         meta = _meta()
@@ -779,7 +781,7 @@ class Node:
         got = await loop.run_in_executor(self._executor, self._read_now, group, spec)
         return self._local_served(group, view, *got)
 
-    def _read_now(self, group: int, spec: ReadSpec) -> tuple[Any, int, dict[str, Any] | None]:
+    def _read_now(self, group: int, spec: ReadSpec) -> tuple[Any, int, Ownership | None]:
         """On a read thread: ``spec`` on the local replica, and the applied index of the
         very snapshot it read (a token taken before the read could be one entry short
         of what it returned, and the session's next read elsewhere could see less —
@@ -791,11 +793,10 @@ class Node:
             # Scatter reads check their parts' records (coverage of the ring);
             # single-key reads check ownership inside run_read, and skip this.
             own = r.ownership() if spec.op in SCATTER_OPS else None
-            return (run_read(r, spec, now_ms), r.applied_index(),
-                    None if own is None else own.to_dict())
+            return run_read(r, spec, now_ms), r.applied_index(), own
 
     def _local_served(self, group: int, view: ReplicaView, result: Any, applied: int,
-                      ownership: dict[str, Any] | None = None) -> _Served:
+                      ownership: Ownership | None = None) -> _Served:
         st = self.host.status().get(group) or {"commit_index": applied}
         return _Served(result, applied, self.node_id, view.staleness_ms,
                        max(0, st["commit_index"] - applied), ownership)
@@ -883,7 +884,9 @@ class Node:
                 break
             attempt += 1
             self.scatter_retries += 1
-            await self._refresh_table(self.table, [p.ownership for p in parts], attempt)
+            await self._refresh_table(self.table, [
+                p.ownership.to_dict() if isinstance(p.ownership, Ownership) else p.ownership
+                for p in parts], attempt)
         return [self._served(g, tier, token, p) for g, p in zip(groups, parts, strict=True)]
 
     async def _scatter_served(self, opts: ReadOptions, spec: ReadSpec, tier: str,
@@ -910,8 +913,8 @@ class Node:
         views = await asyncio.gather(*(ready(g) for g in local))
         ready_groups = [(g, v) for g, v in zip(local, views, strict=True) if v is not None]
 
-        def read_all() -> list[tuple[Any, int, dict[str, Any] | None] | None]:
-            out: list[tuple[Any, int, dict[str, Any] | None] | None] = []
+        def read_all() -> list[tuple[Any, int, Ownership | None] | None]:
+            out: list[tuple[Any, int, Ownership | None] | None] = []
             for g, _ in ready_groups:
                 try:
                     out.append(self._read_now(g, spec))
