@@ -271,8 +271,6 @@ class Node:
         """Bytes of this node's data-group databases (files and their WALs)."""
         total = 0
         for g in self._local_groups():
-            if g == PD_GROUP:
-                continue
             for suffix in ("", "-wal"):
                 try:
                     total += os.path.getsize(self._db_path(g) + suffix)

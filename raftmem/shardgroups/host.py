@@ -237,12 +237,18 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
             return
         try:
             self._handle_message(node, message)
-        except CorruptionError as e:
+        except Exception as e:  # noqa: BLE001 - any failure fail-stops this replica alone
+            self.fail_stop(e, "message handling failed")
+
+    def fail_stop(self, e: Exception, what: str) -> None:
+        """Stop this replica for good (it serves and applies nothing more): a
+        CorruptionError (an entry it cannot apply deterministically), or ``what``."""
+        if isinstance(e, CorruptionError):
             self.failed = f"corruption: {e}"
             log.critical("replica_fail_stop", group=self.group_id, error=str(e))
-        except Exception as e:
-            self.failed = f"message handling failed: {e!r}"
-            log.critical("replica_fail_stop", group=self.group_id, error=repr(e), exc_info=True)
+        else:
+            self.failed = f"{what}: {e!r}"
+            log.critical("replica_fail_stop", group=self.group_id, error=repr(e), exc_info=e)
 
     def _handle_message(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -1145,14 +1151,10 @@ class GroupHost:
             r.doTick(0.0)
             r.read_index_tick(self.cfg.timing.read_index_timeout)
             r.transfer_tick()
-        except CorruptionError as e:
+        except Exception as e:  # noqa: BLE001 - any failure fail-stops this replica alone
             # Fail-stop: a replica that cannot apply an entry deterministically
             # must not apply anything after it.
-            r.failed = f"corruption: {e}"
-            log.critical("replica_fail_stop", group=r.group_id, error=str(e))
-        except Exception as e:
-            r.failed = f"tick failed: {e!r}"
-            log.critical("replica_fail_stop", group=r.group_id, error=repr(e), exc_info=True)
+            r.fail_stop(e, "tick failed")
 
     def _make_durable(self) -> None:
         work = [w for r in self.replicas.values() for w in r.durability_work()]

@@ -135,14 +135,14 @@ async def scenario_under_load(tmp_path: Path) -> dict[str, Any]:
         tasks = [asyncio.create_task(load.writer(w)) for w in range(2)]
         tasks += [asyncio.create_task(load.reader()) for _ in range(2)]
         tasks.append(asyncio.create_task(load.lister()))
-        await asyncio.sleep(0)  # the load is under way before the move starts
+        # The load is under way before the move starts.
+        await until_async(lambda: len(load.acked) > len(ids) + 10, 30, "writes before the move")
         status, report = await send(c.clients["n3"], "POST", "/admin/ranges/move", json={
             "start": format_point(span[0]), "end": format_point(span[1]), "to_group": 1})
         assert status == 200, report
         # A few more listings after the move, then stop.
         seen = len(load.listings)
-        while len(load.listings) < seen + 2:
-            await asyncio.sleep(0.05)
+        await until_async(lambda: len(load.listings) >= seen + 2, 30, "listings after the move")
         load.stop.set()
         await asyncio.gather(*tasks)
         await check_all_readable(c, load.acked)

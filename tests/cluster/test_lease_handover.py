@@ -18,13 +18,12 @@ import time
 from typing import Any
 
 from raftmem import commands as C
-from tests.cluster.harness import free_ports
 from tests.cluster.test_hardening import poll
 from tests.cluster.test_membership import (
     TIMING,
     leader_of,
-    make_host,
     state,
+    three_and_a_spare,
     three_hosts,
     write,
 )
@@ -121,17 +120,9 @@ def test_no_two_replicas_hold_a_lease_across_transfers(tmp_path) -> None:
 async def cut_off_with_a_learner(tmp: str) -> dict[str, Any]:
     """The leader loses both other voters but still reaches a learner: the learner's
     acknowledgements must not keep its lease (or its ReadIndex quorum) alive."""
-    ports = free_ports(4)
-    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(4)}
-    first = {n: peers[n] for n in ("n1", "n2", "n3")}
-    hs = {n: make_host(tmp, n, first, {0: list(first)}) for n in first}
-    hs["n4"] = make_host(tmp, "n4", peers, {})
-    for h in hs.values():
-        h.start()
+    hs, _ = await three_and_a_spare(tmp)
+    first = ["n1", "n2", "n3"]
     try:
-        await poll(lambda: leader_of(hs), 10, "a leader")
-        for n in first:
-            await hs[n].add_peer("n4", peers["n4"])
         await write(hs, C.encode(C.create_namespace("ns", 4, "l2", 1, "ns")))
         assert await hs["n4"].create_replica(0, list(first), learner=True)
         for n in first:

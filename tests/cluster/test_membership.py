@@ -23,10 +23,27 @@ TIMING = RaftTiming(compaction_entries=150, compaction_seconds=3600)
 
 
 def make_host(tmp: str, n: str, peers: dict[str, tuple[str, int]], groups: dict[int, list[str]],
-              hardening: frozenset[str] = HARDENING) -> GroupHost:
+              hardening: frozenset[str] = HARDENING, timing: RaftTiming = TIMING) -> GroupHost:
     return GroupHost(HostConfig(node_id=n, raft_bind=peers[n], peers=peers, groups=groups,
-                                data_dir=os.path.join(tmp, n), secret=b"t", timing=TIMING,
+                                data_dir=os.path.join(tmp, n), secret=b"t", timing=timing,
                                 hardening=hardening))
+
+
+async def three_and_a_spare(tmp: str, timing: RaftTiming = TIMING
+                            ) -> tuple[dict[str, GroupHost], dict[str, tuple[str, int]]]:
+    """n1-n3 started with group 0 and a leader; n4 started hosting nothing, its
+    address known to the others. The hosts and every node's address."""
+    ports = free_ports(4)
+    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(4)}
+    first = {n: peers[n] for n in ("n1", "n2", "n3")}
+    hs = {n: make_host(tmp, n, first, {0: list(first)}, timing=timing) for n in first}
+    hs["n4"] = make_host(tmp, "n4", peers, {}, timing=timing)
+    for h in hs.values():
+        h.start()
+    await poll(lambda: leader_of(hs), 10, "a leader")
+    for n in first:
+        await hs[n].add_peer("n4", peers["n4"])
+    return hs, peers
 
 
 def leader_of(hs: dict[str, GroupHost], gid: int = 0) -> str | None:
@@ -282,24 +299,10 @@ def test_leadership_moves_under_a_steady_write_load(tmp_path) -> None:
 async def rejoin_scenario(tmp: str) -> dict[str, Any]:
     """A fresh learner replays the group's log from the start, membership entries
     about earlier incarnations of node ids included (jepsen_like track record #11)."""
-    ports = free_ports(4)
-    peers = {f"n{i + 1}": ("127.0.0.1", ports[i]) for i in range(4)}
-    first = {n: peers[n] for n in ("n1", "n2", "n3")}
     # No compaction: the learner must replay the log, not install a snapshot.
     timing = RaftTiming(compaction_entries=1_000_000, compaction_seconds=3600)
-
-    def host(n: str, ps: dict[str, tuple[str, int]], groups: dict[int, list[str]]) -> GroupHost:
-        return GroupHost(HostConfig(node_id=n, raft_bind=peers[n], peers=ps, groups=groups,
-                                    data_dir=os.path.join(tmp, n), secret=b"t", timing=timing))
-
-    hs = {n: host(n, first, {0: list(first)}) for n in first}
-    hs["n4"] = host("n4", peers, {})
-    for h in hs.values():
-        h.start()
+    hs, _ = await three_and_a_spare(tmp, timing)
     try:
-        await poll(lambda: leader_of(hs), 10, "a leader")
-        for n in first:
-            await hs[n].add_peer("n4", peers["n4"])
         await write(hs, C.encode(C.create_namespace("ns", 4, "l2", 1, "ns")))
 
         def voters() -> list[str]:
