@@ -141,6 +141,12 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self.prevotes_started = 0
         self.held_entries_skipped = 0
         self.sm = sm_factory(os.path.join(data_dir, "state.db"))
+        # A state machine with ``flush`` (raftmem's) commits the entries applied
+        # in one tick together; the host flushes before anything can observe
+        # them (GroupHost._tick). Others commit each entry as they apply it.
+        self.flush_applied: Callable[[], None] = getattr(self.sm, "flush", _nothing)
+        if self.flush_applied is not _nothing:
+            self.sm.group_commit = True
         self.failed: str | None = None
         self.journal_path = os.path.join(data_dir, "raft.journal")
         self.snapshot_path = os.path.join(data_dir, "raft.snapshot")
@@ -487,7 +493,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                     del self._ri_asked[rid]
                     cb(None, "leader_changed" if asked != leader_id else "timeout")
         if self._ri_apply:
-            applied = self.raftLastApplied
+            applied = self.sm.applied_index  # committed: what a reader will see
             waiting = []
             for index, t, cb in self._ri_apply:
                 if applied >= index:
@@ -574,7 +580,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
 
     def noop_applied(self) -> bool:
         noop = self._SyncObj__noopIDx
-        return self._isLeader() and noop is not None and self.raftLastApplied >= noop
+        return self._isLeader() and noop is not None and self.sm.applied_index >= noop
 
     # -- pre-vote (defect 4) ----------------------------------------------
     #
@@ -832,6 +838,8 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         correct (its own applied index travels with it; see the state machine).
         """
         last_entry, prev_entry, cluster = data
+        # The copy must hold at least the entries up to last_entry: commit them.
+        self.flush_applied()
         self._snapshot_index = int(last_entry[1])
         meta = wire.encode([last_entry, prev_entry, sorted(str(n.id) for n in cluster)])
         # An exception here would leave pysyncobj's serializer marked busy for
@@ -1149,6 +1157,10 @@ class GroupHost:
         try:
             r.gate_election()
             r.doTick(0.0)
+            # Group commit: what this tick applied becomes visible (to readers,
+            # and to clients through the outcomes settled after the ticks)
+            # before any reply or message leaves this iteration.
+            r.flush_applied()
             r.read_index_tick(self.cfg.timing.read_index_timeout)
             r.transfer_tick()
         except Exception as e:  # noqa: BLE001 - any failure fail-stops this replica alone
@@ -1395,6 +1407,10 @@ class GroupHost:
 
     def heal(self) -> None:
         self.call_soon(self.mux.heal)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _settle_all(batch: list[tuple[Callable[[Any, Any], None], Any, Any]]) -> None:

@@ -6,6 +6,12 @@ Contract with the Raft layer (which calls from ONE thread, the tick thread):
   commits the command's effects and ``applied_index = index`` in one SQLite
   transaction, so after a crash the database says exactly which entries it
   holds and Raft replays the rest; entries at or below it are skipped.
+* **Group commit** (``group_commit = True``, what the raft host sets): the
+  entries applied between two ``flush()`` calls share one SQLite transaction,
+  committed by ``flush()``. A COMMIT was 112 of 264 us of a single-memory apply
+  (docs/benchmarks.md, "Group commit"). ``applied_index`` is the committed
+  index: readers never learn of an entry before its transaction commits, and
+  the host flushes before it reports results, answers reads or snapshots.
 * A user-level failure is a result. Anything else (an undecodable payload, an
   exception from the processor or SQLite) rolls back and raises
   :class:`CorruptionError`: the replica must fail-stop, not skip the entry.
@@ -49,6 +55,11 @@ class StateMachine:
         self._conn = open_writer(path)
         # Cached: read on every apply, and only apply/install change it.
         self._applied = read_applied_index(self._conn)
+        # ``_applied`` counts entries applied in the open transaction too;
+        # ``_committed`` only those committed (what ``applied_index`` says).
+        self._committed = self._applied
+        self.group_commit = False
+        self._txn_open = False
         self._checkpointer: apsw.Connection | None = None
         self._genesis = genesis
         self._ownership = self._load_ownership()
@@ -62,7 +73,8 @@ class StateMachine:
 
     @property
     def applied_index(self) -> int:
-        return self._applied
+        """The last entry whose effects are committed to the database."""
+        return self._committed
 
     @property
     def search_index(self) -> vecindex.VectorIndex | None:
@@ -82,43 +94,68 @@ class StateMachine:
             return {"ok": True, "skipped": True}
         cmd = decode(payload)
         conn = self._conn
+        if not self._txn_open:
+            conn.execute("BEGIN IMMEDIATE")
+            self._txn_open = True
         # Index changes happen before the commit, so a reader whose snapshot
-        # holds this entry finds them (vecindex.py, "Consistency").
+        # holds this entry finds them (vecindex.py, "Consistency"); the index
+        # keeps one journal for the whole transaction.
         sink = None if self._index is None else self._index.begin(index)
         token = ops.INDEX_SINK.set(sink)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            ops.INDEX_SINK.reset(token)
-            if sink is not None:
-                sink.rollback()
-            raise
-        try:
             result = self._execute(conn, cmd, self._ownership)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
-            conn.execute("COMMIT")
         except BaseException as exc:
-            # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL).
-            try:
-                if not conn.getautocommit():
-                    conn.execute("ROLLBACK")
-            finally:
-                ops.INDEX_SINK.reset(token)
-                if sink is not None:
-                    sink.rollback()
+            self._abort()
             if isinstance(exc, Exception):
                 raise CorruptionError(
                     f"apply of entry {index} ({cmd.get('op')}) failed: {exc!r}"
                 ) from exc
             raise
-        ops.INDEX_SINK.reset(token)
-        if sink is not None:
-            sink.commit()
+        finally:
+            ops.INDEX_SINK.reset(token)
         self._applied = index
         if (cmd["op"] == "set_ownership" or cmd["op"] in ranges.HANDLERS) \
                 and result.get("changed"):
             self._ownership = ownership.load(conn)
+        if not self.group_commit:
+            self.flush()
         return result
+
+    def flush(self) -> None:
+        """Commit the open transaction: every entry applied so far becomes visible
+        to readers and ``applied_index``. Raises CorruptionError (after rolling
+        the transaction back) if the commit fails."""
+        if not self._txn_open:
+            return
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abort()
+            if isinstance(exc, Exception):
+                raise CorruptionError(f"commit of entries up to {self._applied} failed: "
+                                      f"{exc!r}") from exc
+            raise
+        self._txn_open = False
+        if self._index is not None:
+            self._index.commit()
+        self._committed = self._applied
+
+    def _abort(self) -> None:
+        """Roll the open transaction back: the database, the search index and the
+        in-memory state go back to the last commit. (The caller fail-stops; Raft
+        replays the entries on restart.)"""
+        conn = self._conn
+        try:
+            # SQLite rolls back by itself after some errors (e.g. SQLITE_FULL).
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+        finally:
+            self._txn_open = False
+            if self._index is not None:
+                self._index.rollback()
+            self._applied = self._committed
+            self._ownership = self._load_ownership()
 
     @staticmethod
     def _execute(conn: apsw.Connection, cmd: dict[str, Any], own: Ownership | None) -> Result:
@@ -153,8 +190,9 @@ class StateMachine:
         run on another thread while applies continue: the copy then holds some
         later committed state, which is still correct to install, because the
         copy carries its own applied index and entries at or below it are
-        skipped. (A copy OLDER than the Raft index in ``meta`` would be wrong;
-        one cannot be produced here.)
+        skipped. (A copy OLDER than the Raft index in ``meta`` would be wrong:
+        under group commit the writer flushes before that index is named, as
+        the raft host does in ``GroupReplica._write_snapshot``.)
         """
         snapshot.write(self.path, path, meta)
 
@@ -170,6 +208,7 @@ class StateMachine:
         that is already ahead (design §3, defect 1), and installing it would
         move the replica's state backwards.
         """
+        self.flush()
         snap_index, _ = snapshot.read_meta(path)
         if snap_index <= self._applied:
             return False
@@ -177,7 +216,12 @@ class StateMachine:
             # Readers of the new content take the SQLite path until the rebuild.
             self._index.seal(self._applied)
         snapshot.install(self._conn, path)
-        self._applied = read_applied_index(self._conn)
+        self._applied = self._committed = read_applied_index(self._conn)
+        # ``_applied`` counts entries applied in the open transaction too;
+        # ``_committed`` only those committed (what ``applied_index`` says).
+        self._committed = self._applied
+        self.group_commit = False
+        self._txn_open = False
         # A snapshot brings its own record (one from before ownership existed
         # gets the genesis, which is what held then).
         self._ownership = self._load_ownership()
@@ -196,6 +240,10 @@ class StateMachine:
         schema.checkpoint(self._checkpointer)
 
     def close(self) -> None:
+        try:
+            self.flush()
+        except CorruptionError:
+            pass  # rolled back: Raft replays those entries at the next start
         if self._index is not None:
             vecindex.unregister(self._index)
             self._index.close()

@@ -615,7 +615,8 @@ class _Search:
 
 
 class _Journal:
-    """Index changes of the entry being applied, to undo them if it rolls back."""
+    """Index changes of the entries applied since the last commit, to undo them if
+    they roll back (``index`` is the entry being applied)."""
 
     __slots__ = ("index", "touched", "undo")
 
@@ -739,8 +740,15 @@ class VectorIndex:
     # --- the apply path (raft thread) -------------------------------------------------
 
     def begin(self, index: int) -> VectorIndex:
-        self._lock.acquire()
-        self._journal = _Journal(index)
+        """Changes from now on are entry ``index``'s. Entries of one SQLite
+        transaction (group commit) share a journal: ``commit``/``rollback``
+        then take them all."""
+        journal = self._journal
+        if journal is None:
+            self._lock.acquire()
+            self._journal = _Journal(index)
+        else:
+            journal.index = index
         return self
 
     def commit(self) -> None:

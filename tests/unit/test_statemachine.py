@@ -393,6 +393,77 @@ def test_exception_inside_apply_rolls_back(
     assert sm.apply(idx + 1, C.encode(C.put("ns", mem("m"), 10, "rid", None)))["ok"]
 
 
+# --- group commit ----------------------------------------------------------------------
+
+
+def _ids(hits: Any) -> list[str]:
+    return sorted(h["memory"]["id"] for h in hits)
+
+
+def test_group_commit_shows_a_batch_to_readers_only_at_flush(
+    sm: StateMachine, log: Log, reader: Reader
+) -> None:
+    sm.group_commit = True
+    before = sm.applied_index
+    for i in range(3):
+        assert log(C.put("ns", mem(f"m{i}", (1.0, float(i), 0.0)), 10, f"r{i}", None))["ok"]
+    # Applied, not committed: neither the applied index nor any reader (SQLite
+    # or the search index) sees the batch yet.
+    assert sm.applied_index == before
+    assert reader.applied_index() == before and reader.get("ns", "m0", 11) is None
+    assert reader.search("ns", np.array([1.0, 0.0, 0.0], np.float32), 10, None, 11) == []
+    sm.flush()
+    assert sm.applied_index == reader.applied_index() == before + 3
+    assert _ids(reader.search("ns", np.array([1.0, 0.0, 0.0], np.float32), 10, None, 11)) \
+        == ["m0", "m1", "m2"]
+    sm.flush()  # nothing open: a no-op
+    assert sm.applied_index == before + 3
+
+
+def test_group_commit_failure_rolls_back_the_whole_batch_and_replays_cleanly(
+    sm: StateMachine, log: Log, reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sm.group_commit = True
+    start = sm.applied_index
+    entries = [C.encode(C.put("ns", mem(f"m{i}", (1.0, float(i), 0.0)), 10, f"r{i}", None))
+               for i in range(3)]
+    real_put = ops.HANDLERS["put"]
+
+    def fail_on_m2(conn: Any, cmd: dict[str, Any]) -> dict[str, Any]:
+        if cmd["memory"]["id"] == "m2":
+            raise RuntimeError("bug")
+        return real_put(conn, cmd)
+
+    monkeypatch.setitem(ops.HANDLERS, "put", fail_on_m2)
+    assert sm.apply(start + 1, entries[0])["ok"] and sm.apply(start + 2, entries[1])["ok"]
+    with pytest.raises(CorruptionError):
+        sm.apply(start + 3, entries[2])
+    monkeypatch.undo()
+    # The database, the search index and the applied index are back at the last
+    # commit: the two good entries of the batch went with the bad one.
+    assert sm.applied_index == start
+    sm.flush()
+    assert reader.applied_index() == start and reader.count() == 0
+    assert reader.search("ns", np.array([1.0, 0.0, 0.0], np.float32), 10, None, 11) == []
+    # Raft replays the entries from the applied index: they apply as if first seen.
+    for i, e in enumerate(entries):
+        assert sm.apply(start + 1 + i, e)["ok"]
+    sm.flush()
+    assert _ids(reader.search("ns", np.array([1.0, 0.0, 0.0], np.float32), 10, None, 11)) \
+        == ["m0", "m1", "m2"]
+
+
+def test_group_commit_keeps_what_close_finds_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    sm = StateMachine(path)
+    sm.group_commit = True
+    sm.apply(1, C.encode(C.create_namespace("ns", 3, "cosine", 1, None)))
+    sm.apply(2, C.encode(C.put("ns", mem("m"), 10, None, None)))
+    sm.close()
+    with Reader(path) as r:
+        assert r.applied_index() == 2 and r.get("ns", "m", 11) is not None
+
+
 def test_bad_values_that_reach_the_log_are_results_not_corruption(
     sm: StateMachine, log: Log
 ) -> None:
