@@ -83,6 +83,12 @@ EPOCH_RETRIES = 8
 # Reads that go to every group (their parts' ownership records are checked).
 SCATTER_OPS = frozenset({"list", "search"})
 
+# Reads of one row by its key: served on the event loop itself, without the
+# hand-off to a read thread and back (docs/benchmarks.md, "Point reads on the
+# event loop"). The loop's connection never waits for a lock: a busy database
+# (a snapshot being installed) sends the read to a read thread instead.
+POINT_OPS = frozenset({"get"})
+
 # How long a write waits for a move of its key's range (frozen: writes refused,
 # definite) before the client sees range_moving (503, definite).
 RANGE_MOVE_WAIT_S = 30.0
@@ -250,6 +256,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
         self.read_index_fallbacks = 0
+        self.point_reads_deferred = 0  # point reads sent to a read thread: database busy
         self.pd = PlacementDriver(self, auto_rebalance=self.opts.auto_rebalance)
 
     def _state_machine(self, path: str) -> Any:
@@ -694,19 +701,21 @@ class Node:
             return False
         return True
 
-    def _reader(self, group: int) -> Reader:
-        readers: dict[tuple[int, int], Reader] | None = getattr(self._local, "readers", None)
+    def _reader(self, group: int, wait: bool = True) -> Reader:
+        """This thread's reader of the local replica of ``group``; ``wait=False``: one
+        that raises apsw.BusyError at once instead of waiting for a lock."""
+        readers: dict[tuple[int, int, bool], Reader] | None = getattr(self._local, "readers", None)
         if readers is None:
             readers = self._local.readers = {}
         # A replica dropped and created again here is a new database: readers
         # of the earlier one's files are not reused.
-        key = (group, self.host.generation.get(group, 0))
+        key = (group, self.host.generation.get(group, 0), wait)
         r = readers.get(key)
         if r is None:
-            for old in [k for k in readers if k[0] == group]:
+            for old in [k for k in readers if k[0] == group and k[1] != key[1]]:
                 readers.pop(old).close()
             path = os.path.join(self.data_dir, "groups", f"g{group}", "state.db")
-            r = readers[key] = Reader(path)
+            r = readers[key] = Reader(path, busy_timeout_ms=5000 if wait else 0)
         return r
 
     def _view(self, group: int) -> ReplicaView:
@@ -775,18 +784,27 @@ class Node:
     ) -> _Served:
         """Run ``spec`` on this node's replica of ``group`` once ``tier`` allows it."""
         view = await self._await_tier(group, tier, need, max_staleness_ms)
-        loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(self._executor, self._read_now, group, spec)
+        got = None
+        if spec.op in POINT_OPS:
+            try:
+                got = self._read_now(group, spec, wait=False)
+            except apsw.BusyError:
+                self.point_reads_deferred += 1
+        if got is None:
+            loop = asyncio.get_running_loop()
+            got = await loop.run_in_executor(self._executor, self._read_now, group, spec)
         return self._local_served(group, view, *got)
 
-    def _read_now(self, group: int, spec: ReadSpec) -> tuple[Any, int, Ownership | None]:
-        """On a read thread: ``spec`` on the local replica, and the applied index of the
+    def _read_now(self, group: int, spec: ReadSpec,
+                  wait: bool = True) -> tuple[Any, int, Ownership | None]:
+        """On a read thread (or, ``wait=False``, the event loop: apsw.BusyError rather
+        than waiting for a lock): ``spec`` on the local replica, and the applied index of the
         very snapshot it read (a token taken before the read could be one entry short
         of what it returned, and the session's next read elsewhere could see less —
         found by jepsen_like's session checker: monotonic reads broke)."""
         if not self.hosts(group):
             raise NotHosted(f"group {group} is not hosted here")
-        r = self._reader(group)
+        r = self._reader(group, wait)
         with r.transaction():
             # Scatter reads check their parts' records (coverage of the ring);
             # single-key reads check ownership inside run_read, and skip this.
@@ -1473,6 +1491,7 @@ class Node:
             "search_index": {str(g): vecindex.stats_for(self._db_path(g))
                              for g in self._local_groups()},
             "reads": {"barrier": self.opts.read_barrier,
-                      "read_index_fallbacks": self.read_index_fallbacks},
+                      "read_index_fallbacks": self.read_index_fallbacks,
+                      "point_reads_deferred": self.point_reads_deferred},
         }
 

@@ -9,6 +9,7 @@ issue's next step).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -205,3 +206,31 @@ async def test_an_orphan_replica_is_dropped_after_the_grace_period(tmp_path: Pat
         await pd.drop_orphans()
         assert 1 not in node.host.replicas and 0 in node.host.replicas
         assert pd.orphans_dropped == 1
+
+
+async def test_a_point_read_that_finds_the_database_busy_goes_to_a_read_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gets by id run on the event loop through a connection that never waits for a
+    lock. In WAL mode a reader is refused only in rare moments (SQLite recovering the
+    WAL index after a crash); then the read goes to a read thread, which may wait."""
+    import apsw
+
+    async with one_node(tmp_path) as node:
+        [mid] = ids_in(node, 0, 1)
+        await node.put_memory(NS, mem(mid), None)
+        assert (await node.get_memory(NS, mid, LINEARIZABLE))["id"] == mid
+        assert node.point_reads_deferred == 0  # served on the loop
+        loop_thread = threading.get_ident()
+        real = node._reader
+        threads: list[bool] = []
+
+        def busy_on_the_loop(group: int, wait: bool = True) -> Any:
+            threads.append(threading.get_ident() == loop_thread)
+            if not wait:
+                raise apsw.BusyError("database is locked")
+            return real(group, wait)
+
+        monkeypatch.setattr(node, "_reader", busy_on_the_loop)
+        assert (await node.get_memory(NS, mid, ReadOptions("eventual")))["id"] == mid
+        assert node.point_reads_deferred == 1
+        assert threads == [True, False]  # tried on the loop, then read on a read thread
