@@ -63,15 +63,18 @@ def create_app(
     max_body_bytes: int = 8 * 1024 * 1024,
     admin_token: str | None = None,
     json_logs: bool = False,
+    access_log: str = "errors",
 ) -> web.Application:
-    """The REST API over ``service``. Configures structlog (see :mod:`api.logging`)."""
+    """The REST API over ``service``. Configures structlog (see :mod:`api.logging`).
+    ``access_log``: which requests are logged (``middleware.ACCESS_LOG_MODES``)."""
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
     configure_logging(json=json_logs)
     config = _Config(service, Validator(schemas.COMPONENTS), max_body_bytes, admin_token)
+    logged = middleware.access_log(access_log)
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[middleware.access_log, middleware.errors],
+        middlewares=[*([logged] if logged is not None else []), middleware.errors],
     )
     expect = _expect_handler(config)
     for op in OPERATIONS:

@@ -9,6 +9,7 @@
   traceback; the server keeps serving.
 
 ``access_log`` is outermost, so it records the status the client received.
+Which requests it records is a node option (``ACCESS_LOG_MODES``).
 """
 
 from __future__ import annotations
@@ -141,23 +142,46 @@ def _internal(request: web.Request) -> web.Response:
     return error_response(request, 500, body)
 
 
-@web.middleware
-async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status: int | str = "disconnected"
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        route = request.match_info.route.resource
-        log.info(
-            "http_request",
-            method=request.method,
-            path=request.path,
-            route=route.canonical if route is not None else None,
-            status=status,
-            error_code=request.get(ERROR_CODE_KEY),
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            remote=request.remote,
-        )
+# What the access log records (``raftmem node --access-log``):
+#   all     one ``http_request`` event (info) per request;
+#   errors  only requests answered 5xx, dropped before an answer, or slower than
+#           SLOW_REQUEST_MS (warning): the default, since an event per request
+#           cost a node about a tenth of its read throughput (docs/benchmarks.md);
+#   off     none.
+ACCESS_LOG_MODES = ("all", "errors", "off")
+SLOW_REQUEST_MS = 1000.0
+
+
+def access_log(mode: str = "all", slow_ms: float = SLOW_REQUEST_MS) -> Any:
+    """The access-log middleware for ``mode`` (see ACCESS_LOG_MODES); None for ``off``."""
+    if mode not in ACCESS_LOG_MODES:
+        raise ValueError(f"access log {mode!r}: expected one of {', '.join(ACCESS_LOG_MODES)}")
+    if mode == "off":
+        return None
+    every = mode == "all"
+
+    @web.middleware
+    async def logged(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status: int | str = "disconnected"
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            ms = (time.perf_counter() - started) * 1000
+            notable = not isinstance(status, int) or status >= 500 or ms >= slow_ms
+            if every or notable:
+                route = request.match_info.route.resource
+                (log.warning if notable else log.info)(
+                    "http_request",
+                    method=request.method,
+                    path=request.path,
+                    route=route.canonical if route is not None else None,
+                    status=status,
+                    error_code=request.get(ERROR_CODE_KEY),
+                    duration_ms=round(ms, 3),
+                    remote=request.remote,
+                )
+
+    return logged

@@ -30,7 +30,7 @@ async def serve(spec: ClusterSpec, node_id: str, data_dir: str, secret: bytes, o
     await node.start()
     app = create_app(
         node, max_body_bytes=opts.max_body_bytes,
-        admin_token=opts.admin_token, json_logs=opts.json_logs,
+        admin_token=opts.admin_token, json_logs=opts.json_logs, access_log=opts.access_log,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

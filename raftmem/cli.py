@@ -69,6 +69,10 @@ NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 @click.option("--no-fsync", is_flag=True,
               help="Do not fsync the Raft log before acknowledging (survives kill -9, not power loss).")
 @click.option("--json-logs", is_flag=True, help="Log JSON lines instead of console text.")
+@click.option("--access-log", type=click.Choice(["all", "errors", "off"]), default="errors",
+              show_default=True,
+              help="HTTP requests to log: every one, only those answered 5xx, dropped or "
+                   "slower than 1 s, or none.")
 @click.option("--admin-token", envvar="RAFTMEM_ADMIN_TOKEN", default=None,
               help="Require 'Authorization: Bearer TOKEN' on /admin routes.")
 @click.option("--max-body-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
@@ -86,7 +90,7 @@ NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
               help="TEST ONLY: lease reads while followers vote without pre-vote or stickiness.")
 def node(cluster_file: str | None, node_id: str | None, data_dir: str | None,
          join_url: str | None, api_addr: str | None, raft_addr: str | None,
-         secret_file: str | None, no_fsync: bool, json_logs: bool,
+         secret_file: str | None, no_fsync: bool, json_logs: bool, access_log: str,
          admin_token: str | None, max_body_bytes: int, write_timeout: float,
          read_barrier: str, unsafe_local_reads: bool, unsafe_session_ignore_token: bool,
          unsafe_lease_without_stickiness: bool) -> None:
@@ -101,7 +105,8 @@ def node(cluster_file: str | None, node_id: str | None, data_dir: str | None,
     from api.server import run_node
 
     opts = NodeOptions(
-        durable=not no_fsync, json_logs=json_logs, admin_token=admin_token,
+        durable=not no_fsync, json_logs=json_logs, access_log=access_log,
+        admin_token=admin_token,
         max_body_bytes=max_body_bytes, write_timeout_s=write_timeout,
         read_barrier=read_barrier, unsafe_local_reads=unsafe_local_reads,
         unsafe_session_ignore_token=unsafe_session_ignore_token,
@@ -405,9 +410,11 @@ def local_spec(nodes: int, groups: int, host: str, api_port: int, raft_port: int
 @click.option("--api-port", type=int, default=7001, show_default=True, help="First node's API port.")
 @click.option("--raft-port", type=int, default=7101, show_default=True, help="First node's Raft port.")
 @click.option("--no-fsync", is_flag=True, help="Pass --no-fsync to every node.")
+@click.option("--access-log", type=click.Choice(["all", "errors", "off"]), default="errors",
+              show_default=True, help="Pass --access-log to every node.")
 @click.option("--ready-timeout", type=float, default=60.0, show_default=True)
 def up(data_dir: str, nodes: int, groups: int, host: str, api_port: int, raft_port: int,
-       no_fsync: bool, ready_timeout: float) -> None:
+       no_fsync: bool, access_log: str, ready_timeout: float) -> None:
     """Start a local cluster on this machine and keep it running until Ctrl-C."""
     from tqdm import tqdm
 
@@ -445,7 +452,7 @@ def up(data_dir: str, nodes: int, groups: int, host: str, api_port: int, raft_po
         os.makedirs(ndir, exist_ok=True)
         logf = open(os.path.join(ndir, "node.log"), "ab")  # noqa: SIM115 - owned by the child
         cmd = [sys.executable, "-m", "raftmem", "node", "--cluster", cluster_file, "--id", n.id,
-               "--data-dir", ndir, "--json-logs"]
+               "--data-dir", ndir, "--json-logs", "--access-log", access_log]
         if no_fsync:
             cmd.append("--no-fsync")
         procs[n.id] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,

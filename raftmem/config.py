@@ -147,6 +147,8 @@ class NodeOptions:
     auto_rebalance: bool = True
     admin_token: str | None = None
     json_logs: bool = False
+    # Which HTTP requests are logged: all | errors (5xx, dropped, slow) | off.
+    access_log: str = "errors"
     purge_interval_s: float = 5.0
     dedup_window_s: float = 600.0
     read_workers: int = 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -14,7 +16,7 @@ from tests.api.helpers import send
 async def test_json_access_log_lines(
     fake: FakeMemoryService, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with serve(fake, json_logs=True) as client:
+    async with serve(fake, json_logs=True, access_log="all") as client:
         await send(client, "GET", "/v1/namespaces/nope")
         fake.fail_with = RuntimeError("kaput")
         await send(client, "GET", "/v1/namespaces")
@@ -46,3 +48,42 @@ def test_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
     structlog.get_logger("t").warning("shown", n=1)
     [line] = capsys.readouterr().err.splitlines()
     assert orjson.loads(line)["event"] == "shown"
+
+
+@pytest.mark.parametrize("mode", ["errors", "off"])
+async def test_access_log_modes_other_than_all(
+    fake: FakeMemoryService, capsys: pytest.CaptureFixture[str], mode: str,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``errors`` (the node default): only 5xx answers and slow requests; ``off``: none."""
+    from api import middleware
+
+    async with serve(fake, json_logs=True, access_log=mode) as client:
+        await send(client, "GET", "/v1/namespaces/nope")  # 404: not logged
+        await send(client, "GET", "/v1/namespaces")  # 200: not logged
+        monkeypatch.setattr(middleware.time, "perf_counter", _slow_clock())
+        await send(client, "GET", "/v1/namespaces")  # 200 in "2 s": slow
+        monkeypatch.undo()
+        fake.fail_with = RuntimeError("kaput")
+        await send(client, "GET", "/v1/namespaces")  # 500
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    access = [(a["status"], a["level"]) for a in lines if a["event"] == "http_request"]
+    assert access == ([] if mode == "off" else [(200, "warning"), (500, "warning")])
+
+
+def _slow_clock() -> Any:
+    """perf_counter stand-in: each call 2 s after the previous one."""
+    t = [0.0]
+
+    def clock() -> float:
+        t[0] += 2.0
+        return t[0]
+
+    return clock
+
+
+def test_unknown_access_log_mode_is_refused() -> None:
+    from api import middleware
+
+    with pytest.raises(ValueError, match="access log"):
+        middleware.access_log("some")
