@@ -1,7 +1,8 @@
 """``python -m bench run --suite quick|standard|scale1m`` (see docs/benchmarks.md).
 
 Other subcommands: ``render RESULTS.json`` (markdown and plot again from saved
-results) and ``summarize-profile RAW`` (a py-spy raw file → markdown).
+results), ``summarize-profile RAW`` (a py-spy raw file → markdown) and ``ab``
+(the same points on checkouts of several commits: a change's before/after).
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ def _parser() -> argparse.ArgumentParser:
 
     summ = sub.add_parser("summarize-profile", help="summarise a py-spy raw (collapsed) file")
     summ.add_argument("raw")
+
+    ab = sub.add_parser("ab", help="the same points on checkouts of several commits, in "
+                                   "alternating rounds (before/after of a change)")
+    ab.add_argument("--commits", required=True, help="commits to compare, comma-separated")
+    ab.add_argument("--points", required=True,
+                    help="WORKLOAD:CONCURRENCY[:TIER], comma-separated, e.g. "
+                         "write:64,get:16:eventual")
+    ab.add_argument("--rounds", type=int, default=3)
+    ab.add_argument("--seconds", type=float, default=8.0, help="measured window per point")
+    ab.add_argument("--memories", type=int, default=5000,
+                    help="memories loaded before points that read")
+    ab.add_argument("--out", help="folder for ab.json and ab.md")
     return ap
 
 
@@ -99,6 +112,21 @@ def main(argv: list[str] | None = None) -> int:
 
         with open(args.raw) as f:
             print(profiling.format_summary(os.path.basename(args.raw), profiling.summarize(f)))
+        return 0
+
+    if args.cmd == "ab":
+        from bench import ab
+
+        try:
+            points = ab.parse_points(args.points)
+        except ValueError as e:
+            print(f"--points: {e}", file=sys.stderr)
+            return 2
+        commits = [c for c in args.commits.split(",") if c]
+        if len(commits) < 2 or args.rounds < 1:
+            print("--commits needs at least two commits and --rounds at least 1", file=sys.stderr)
+            return 2
+        ab.run(commits, points, args.rounds, args.seconds, args.memories, args.out)
         return 0
 
     from bench.suite import Run, options_from

@@ -98,8 +98,12 @@ class RaftmemCluster:
     """
 
     def __init__(self, data_dir: str, nodes: int = 3, host: str = "127.0.0.61",
-                 api_port: int = 27001, raft_port: int = 27101, groups: int | None = None) -> None:
+                 api_port: int = 27001, raft_port: int = 27101, groups: int | None = None,
+                 code_dir: str | None = None) -> None:
+        """``code_dir``: run the nodes from this checkout (``python -m raftmem`` in it)
+        instead of the installed code (``python -m bench ab`` compares commits)."""
         self.data_dir = data_dir
+        self.code_dir = code_dir
         self.nodes = nodes
         self.replicas = nodes if nodes > 3 else min(3, nodes)
         self.host = host
@@ -137,8 +141,12 @@ class RaftmemCluster:
         if self.groups:
             cmd += ["--groups", str(self.groups)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = None
+        if self.code_dir is not None:
+            env = {**os.environ, "PYTHONPATH": self.code_dir}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     cwd=self.code_dir, env=env)
         cluster_file = os.path.join(self.data_dir, "cluster.json")
         wait_until("raftmem cluster.json", lambda: os.path.exists(cluster_file), 30, self.proc,
                    self.log_path)
