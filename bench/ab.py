@@ -31,8 +31,9 @@ from bench.loadgen import Job, LoadGenPool
 from bench.stats import aggregate, split
 from bench.systems import REPO, RaftmemCluster, http_json
 
-# raftmem's workloads of bench/loadgen.py (Workloads.op)
+# raftmem's workloads of bench/loadgen.py (Workloads.op); those that read loaded memories
 WORKLOADS = ("write", "get", "mixed", "batch", "search", "search_agent", "list_agent")
+READS = frozenset({"get", "mixed", "search", "search_agent", "list_agent"})
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,7 @@ class Point:
 
     @property
     def label(self) -> str:
-        tier = f" {self.tier}" if self.workload in ("get", "mixed", "search", "search_agent",
-                                                    "list_agent") else ""
+        tier = f" {self.tier}" if self.workload in READS else ""
         return f"{self.workload}{tier} c{self.concurrency}"
 
 
@@ -153,7 +153,7 @@ def run(commits: list[str], points: list[Point], rounds: int, seconds: float, me
                                                  method="PUT")
                         if status not in (200, 201):
                             raise RuntimeError(f"creating namespace {ns}: {status} {body}")
-                    if any(p.workload != "write" for p in points):
+                    if any(p.workload in READS for p in points):
                         _load(pool, cluster, memories)
                     for k, pt in enumerate(points):
                         agg = _measure(pool, cluster, pt, seconds, memories, f"ab-{r}-{sha}-{k}")
