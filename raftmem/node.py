@@ -727,7 +727,7 @@ class Node:
         leader = st["role"] == "leader"
         return ReplicaView(
             role=st["role"],
-            applied_index=r.sm.applied_index,  # committed to the database
+            applied_index=r.visible_applied,  # committed to the database
             lease_valid=self.host.lease_valid(group),
             noop_applied=st["noop_applied"],
             staleness_ms=0 if leader else int(max(0.0, now - st["leader_contact"]) * 1000)

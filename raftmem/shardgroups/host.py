@@ -140,6 +140,12 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
         self.transfers_started = 0
         self.prevotes_started = 0
         self.held_entries_skipped = 0
+        # The last applied Raft entry readers can see: pysyncobj's raftLastApplied
+        # as of the end of the last tick, once that tick's group commit is done
+        # (mid-tick, raftLastApplied runs ahead of the database). pysyncobj's own
+        # entries (no-ops, membership changes) never reach the state machine, so
+        # the state machine's applied index alone would stop short of them.
+        self.visible_applied = 0
         self.sm = sm_factory(os.path.join(data_dir, "state.db"))
         # A state machine with ``flush`` (raftmem's) commits the entries applied
         # in one tick together; the host flushes before anything can observe
@@ -493,7 +499,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
                     del self._ri_asked[rid]
                     cb(None, "leader_changed" if asked != leader_id else "timeout")
         if self._ri_apply:
-            applied = self.sm.applied_index  # committed: what a reader will see
+            applied = self.visible_applied  # committed: what a reader will see
             waiting = []
             for index, t, cb in self._ri_apply:
                 if applied >= index:
@@ -580,7 +586,7 @@ class GroupReplica(SyncObj):  # type: ignore[misc]
 
     def noop_applied(self) -> bool:
         noop = self._SyncObj__noopIDx
-        return self._isLeader() and noop is not None and self.sm.applied_index >= noop
+        return self._isLeader() and noop is not None and self.visible_applied >= noop
 
     # -- pre-vote (defect 4) ----------------------------------------------
     #
@@ -1161,6 +1167,7 @@ class GroupHost:
             # and to clients through the outcomes settled after the ticks)
             # before any reply or message leaves this iteration.
             r.flush_applied()
+            r.visible_applied = r.raftLastApplied
             r.read_index_tick(self.cfg.timing.read_index_timeout)
             r.transfer_tick()
         except Exception as e:  # noqa: BLE001 - any failure fail-stops this replica alone
